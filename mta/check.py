@@ -1,0 +1,62 @@
+"""The whole start-up check: what ``mta check``, the daemon's start and every
+reload run before they accept a configuration.
+
+Input: a configuration directory.  Output: the Config (or None) and every
+problem found, in order — syntax and values (:mod:`mta.config`), then what
+only building the runtime settings finds (restriction names, lookup tables,
+listener addresses), then paths the daemon needs.  A problem of severity
+"error" stops the daemon, or makes a reload keep the old configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mta import settings
+from mta.config import Config, Problem, check
+
+
+def full_check(confdir: Path) -> tuple[Config | None, list[Problem]]:
+    cfg, problems = check(confdir)
+    if cfg is None:
+        return None, problems
+    main_cf = str(cfg.main_cf)
+    errors: list[Problem] = []
+
+    def error(message: str) -> None:
+        errors.append(Problem(main_cf, None, "error", message))
+
+    try:
+        settings.manager(cfg)
+    except (ValueError, KeyError) as e:
+        error(str(e))
+    for svc in cfg.listeners():
+        scfg = cfg.for_service(svc)
+        try:
+            settings.smtpd(scfg, svc)
+        except (ValueError, KeyError) as e:
+            where = f"master.cf service {svc.name}" if svc.line else "smtpd"
+            error(f"{where}: {e}")
+        try:
+            svc.listen_address()
+        except ValueError as e:
+            error(f"master.cf service {svc.name}: {e}")
+    qdir = settings.queue_directory(cfg)
+    probe = qdir if qdir.exists() else _existing_parent(qdir)
+    if probe is None or not os.access(probe, os.W_OK | os.X_OK):
+        error(f"queue_directory {qdir}: not writable by this user (uid {os.getuid()})")
+    log = settings.maillog_path(cfg)
+    if log is not None:
+        parent = _existing_parent(log)
+        if parent is None or not os.access(parent, os.W_OK | os.X_OK):
+            error(f"maillog_file {log}: cannot be created (directory not writable)")
+    problems = problems + errors
+    return (cfg if not any(p.severity == "error" for p in problems) else None), problems
+
+
+def _existing_parent(path: Path) -> Path | None:
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return None

@@ -1,0 +1,539 @@
+"""SMTP/LMTP delivery of one message over Twisted: a Reply per recipient.
+
+Inputs: the next hop (host, port), the envelope and the recipients to try,
+the queue file holding the message (CRLF lines), the smtp_*_timeout values.
+Output: :class:`DeliveryResult`, one final :class:`Reply` per recipient in
+the order given, and the relay as Postfix logs it (``host[ip]:port``).
+Every failure is a per-recipient reply; no exception leaves :func:`deliver`.
+
+The protocol work is done by the sans-I/O :class:`ClientSession`;
+:class:`ClientConnection` only moves bytes and events between it and a
+transport, runs the timer for the stage the session is in (Postfix's
+per-stage timeouts, reset on progress), and streams the body from the file
+with a pull producer, so a large message is never held in memory and the
+peer's TCP window sets the pace.
+
+The steps are separate (:func:`open_connection`, :func:`run_transaction`,
+:func:`close_connection`) so that a connection cache can run several
+transactions on one connection; :func:`deliver` does one of each.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.internet import defer
+from twisted.internet import error as neterror
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IPullProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mta.envelope import Envelope, Recipient
+from mta.reply import Reply
+from mta.smtp.client import (
+    ClientSession,
+    Closed,
+    DataAccepted,
+    Event,
+    GreetingRejected,
+    MessageDone,
+    ProtocolError,
+    Ready,
+    RecipientReply,
+    Stage,
+    Transaction,
+    TransactionFailed,
+)
+
+BODY_CHUNK = 64 * 1024  # octets read from the queue file at a time
+
+_log = Logger()
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds allowed per stage; the defaults are Postfix's
+    (smtp_connect_timeout, smtp_helo_timeout, ..., smtp_rset_timeout)."""
+
+    connect: float = 30.0
+    helo: float = 300.0  # the greeting and EHLO/HELO/LHLO
+    mail: float = 300.0
+    rcpt: float = 300.0
+    data_init: float = 120.0  # the reply to DATA
+    data_xfer: float = 180.0  # each write of the body
+    data_done: float = 600.0  # the reply to the final dot
+    quit: float = 300.0
+    rset: float = 20.0
+
+    def for_stage(self, stage: Stage) -> float | None:
+        """The timeout while waiting in ``stage``; None when not waiting."""
+        return stage_timeout(self, stage)
+
+
+class TimeoutSettings(typing.Protocol):
+    """What the driver needs of a timeouts object: Timeouts' fields (so that
+    another frozen settings class with the same fields will do; ``rset`` is
+    optional)."""
+
+    @property
+    def connect(self) -> float: ...
+    @property
+    def helo(self) -> float: ...
+    @property
+    def mail(self) -> float: ...
+    @property
+    def rcpt(self) -> float: ...
+    @property
+    def data_init(self) -> float: ...
+    @property
+    def data_xfer(self) -> float: ...
+    @property
+    def data_done(self) -> float: ...
+    @property
+    def quit(self) -> float: ...
+
+
+# The Timeouts field for each stage the session can wait in.
+_STAGE_TIMEOUT = {
+    Stage.GREETING: "helo",
+    Stage.EHLO: "helo",
+    Stage.HELO: "helo",
+    Stage.LHLO: "helo",
+    Stage.MAIL: "mail",
+    Stage.RCPT: "rcpt",
+    Stage.DATA: "data_init",
+    Stage.BODY: "data_xfer",
+    Stage.DOT: "data_done",
+    Stage.RSET: "rset",
+    Stage.QUIT: "quit",
+}
+
+
+def stage_timeout(timeouts: TimeoutSettings, stage: Stage) -> float | None:
+    """The timeout for ``stage`` from any object with Timeouts' fields (a
+    missing ``rset`` means Postfix's default, 20 s)."""
+    name = _STAGE_TIMEOUT.get(stage)
+    if name is None:
+        return None
+    return float(getattr(timeouts, name, Timeouts.rset))
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """One final reply per recipient (same order as given), the relay
+    ("host[ip]:port", "" when no connection was made), the last commands
+    and replies of the session for diagnostics, and ``try_next_host``: True
+    when this server never got as far as a transaction (no connection, a
+    refused or failed greeting/EHLO), so another MX host may do better
+    (RFC 5321 5.1; Postfix smtp_skip_5xx_greeting = yes)."""
+
+    replies: list[Reply]
+    relay: str
+    protocol_log: str = ""
+    try_next_host: bool = False
+
+
+class ClientConnection(Protocol):  # type: ignore[misc]  # Twisted is untyped here
+    """Moves bytes between a transport and a :class:`ClientSession`, and
+    hands the session's events to :meth:`next_event`."""
+
+    def __init__(
+        self, session: ClientSession, clock: IReactorTime, timeouts: TimeoutSettings
+    ) -> None:
+        self.session = session
+        self.timeouts = timeouts
+        self._clock = clock
+        self._events: list[Event] = []
+        self._waiter: Deferred[Event] | None = None
+        self._timer: IDelayedCall | None = None
+        self._lost_waiters: list[Deferred[None]] = []
+        self.connected = False
+        self.peer_ip = ""
+        self.timed_out = False
+        self.local_error = ""  # set when the failure was ours (queue file)
+        # The stage the session last waited in: what a failure interrupted.
+        self.stage = Stage.GREETING
+
+    # -- Twisted -------------------------------------------------------------
+    def connectionMade(self) -> None:
+        self.connected = True
+        self.peer_ip = str(getattr(self.transport.getPeer(), "host", ""))
+        self.pump()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.session.receive_data(data)
+        self.pump()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.connected = False
+        self.session.receive_data(b"")
+        self.pump()
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # -- driver side ---------------------------------------------------------
+    def pump(self) -> None:
+        """Write what the session has to send, collect its events, and set
+        the timer for the stage it is now in.  Call after each command."""
+        out = self.session.data_to_send()
+        if out and self.connected:
+            self.transport.write(out)
+        while (event := self.session.next_event()) is not None:
+            self._events.append(event)
+        self._arm()
+        if self._events and self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            waiter.callback(self._events.pop(0))
+
+    def next_event(self) -> Deferred[Event]:
+        """The next session event.  A timeout or a lost connection shows as
+        :class:`Closed` (see :attr:`timed_out`, :attr:`stage`)."""
+        if self._events:
+            return succeed(self._events.pop(0))
+        if self._waiter is not None:
+            raise RuntimeError("next_event() while another wait is pending")
+        self._waiter = Deferred()
+        return self._waiter
+
+    def stream_body(self, body: IO[bytes]) -> None:
+        """Send the message in ``body`` (from its start) after DataAccepted."""
+        body.seek(0)
+        self.transport.registerProducer(_BodyProducer(self, body), False)
+
+    def close(self, *, abort: bool = False) -> Deferred[None]:
+        """Drop the connection; fires when it is gone."""
+        if not self.connected:
+            return succeed(None)
+        gone: Deferred[None] = Deferred()
+        self._lost_waiters.append(gone)
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+        return gone
+
+    def body_finished(self) -> None:
+        if self.connected:
+            self.transport.unregisterProducer()
+
+    def fail_locally(self, reason: str) -> None:
+        """Give up on the connection for a reason of our own."""
+        self.local_error = reason
+        if self.connected:
+            self.transport.abortConnection()
+
+    # -- timer ---------------------------------------------------------------
+    def _arm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        stage = self.session.stage
+        if stage is not Stage.CLOSED:
+            self.stage = stage
+        timeout = stage_timeout(self.timeouts, stage) if self.connected else None
+        if timeout is not None:
+            self._timer = self._clock.callLater(timeout, self._time_out)
+
+    def _time_out(self) -> None:
+        self._timer = None
+        self.timed_out = True
+        self.transport.abortConnection()
+
+
+@implementer(IPullProducer)
+class _BodyProducer:
+    """Feeds the message to the session a chunk at a time, each time the
+    transport has written out the previous one."""
+
+    def __init__(self, connection: ClientConnection, body: IO[bytes]) -> None:
+        self._connection = connection
+        self._body = body
+        self._stopped = False
+
+    def resumeProducing(self) -> None:
+        if self._stopped:
+            return
+        session = self._connection.session
+        if session.stage is not Stage.BODY:
+            # The server answered before the end (or the session ended).
+            self._finish()
+            return
+        try:
+            chunk = self._body.read(BODY_CHUNK)
+        except OSError as e:
+            self._finish()
+            self._connection.fail_locally(f"error reading queue file: {e.strerror}")
+            return
+        if chunk:
+            session.send_data(chunk)
+        else:
+            session.end_data()
+            self._finish()
+        self._connection.pump()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+
+    def _finish(self) -> None:
+        self._stopped = True
+        self._connection.body_finished()
+
+
+# -- the steps ------------------------------------------------------------------
+
+
+class _ConnectFailed(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.one_line())
+        self.reply = reply
+
+
+async def open_connection(
+    reactor: Any,
+    *,
+    host: str,
+    port: int,
+    helo_name: str,
+    timeouts: TimeoutSettings,
+    lmtp: bool = False,
+    bind_address: str | None = None,
+    server_name: str | None = None,
+) -> tuple[ClientConnection, Event]:
+    """Connect and wait for the handshake.  Returns the connection and the
+    event that ended the handshake (Ready, GreetingRejected, Closed or
+    ProtocolError).  Raises :class:`_ConnectFailed` when no connection."""
+    name = server_name or host
+    literal = _ip(host)
+    bind = (bind_address, 0) if bind_address else None
+    endpoint: Any
+    if literal is None:
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeouts.connect, bindAddress=bind)
+    elif literal.version == 4:
+        endpoint = TCP4ClientEndpoint(
+            reactor, host, port, timeout=timeouts.connect, bindAddress=bind
+        )
+    else:
+        endpoint = TCP6ClientEndpoint(
+            reactor, host, port, timeout=timeouts.connect, bindAddress=bind
+        )
+    session = ClientSession(helo_name, lmtp=lmtp, peer=_peer(name, host if literal else ""))
+    factory = Factory.forProtocol(lambda: ClientConnection(session, reactor, timeouts))
+    attempt = endpoint.connect(factory)
+    # Bound name resolution too, not only each TCP attempt.
+    attempt.addTimeout(timeouts.connect, reactor)
+    try:
+        connection: ClientConnection = await attempt
+    except Exception as e:
+        raise _ConnectFailed(_connect_reply(e, name, host if literal else "", port))
+    session.peer = _peer(name, connection.peer_ip)
+    return connection, await connection.next_event()
+
+
+async def run_transaction(
+    connection: ClientConnection, tx: Transaction, body: IO[bytes]
+) -> list[Reply]:
+    """Send one message on a connection that is Ready; one final reply per
+    recipient.  Failures (timeout, lost connection, protocol error) become
+    temporary replies for the recipients that have no final reply yet."""
+    finals: list[Reply | None] = [None] * len(tx.recipients)
+    connection.session.start_transaction(tx)
+    connection.pump()
+    while True:
+        event = await connection.next_event()
+        if isinstance(event, RecipientReply):
+            if not event.reply.is_positive:
+                finals[event.index] = event.reply
+        elif isinstance(event, DataAccepted):
+            connection.stream_body(body)
+        elif isinstance(event, MessageDone | TransactionFailed):
+            return event.replies
+        else:
+            failure = failure_reply(connection, event)
+            return [reply or failure for reply in finals]
+
+
+async def close_connection(connection: ClientConnection) -> None:
+    """QUIT (RFC 5321 4.1.1.10) and drop the connection; waits no longer
+    than the quit timeout."""
+    session = connection.session
+    clean = False
+    if connection.connected and session.stage is not Stage.CLOSED:
+        try:
+            session.quit()
+        except RuntimeError:
+            pass  # mid-handshake or mid-transaction: nothing polite to say
+        else:
+            connection.pump()
+            # Only a QUIT that was sent can be answered; after the server
+            # gave up mid-body the session ends without one.
+            clean = session.stage is Stage.QUIT
+            while not isinstance(event := await connection.next_event(), Closed | ProtocolError):
+                _log.debug("ignored after QUIT: {event!r}", event=event)
+            clean = clean and isinstance(event, Closed) and not connection.timed_out
+    await connection.close(abort=not clean)
+
+
+def failure_reply(connection: ClientConnection, event: Event) -> Reply:
+    """The temporary reply for a session that ended without an answer."""
+    peer = connection.session.peer or "the server"
+    stage = connection.stage.value
+    if connection.local_error:
+        return Reply(451, "3.0", connection.local_error)
+    if connection.timed_out:
+        return Reply(451, "4.2", f"conversation with {peer} timed out while {stage}")
+    if isinstance(event, ProtocolError):
+        stage = event.stage.value
+        return Reply(451, "5.0", f"protocol error with {peer} while {stage}: {event.reason}")
+    if isinstance(event, Closed):
+        return Reply(451, "4.2", f"lost connection with {peer} while {stage}")
+    return Reply(451, "5.0", f"unexpected event from {peer} while {stage}: {event!r}")
+
+
+async def deliver(
+    reactor: Any,
+    *,
+    host: str,
+    port: int,
+    helo_name: str,
+    envelope: Envelope,
+    recipients: list[Recipient],
+    message_path: Path,
+    timeouts: TimeoutSettings,
+    lmtp: bool = False,
+    bind_address: str | None = None,
+    server_name: str | None = None,
+) -> DeliveryResult:
+    """Deliver the message in ``message_path`` to ``recipients`` through
+    host:port with one transaction, then QUIT.  ``host`` is a name or an
+    address; ``server_name`` is the name to show for it when the caller has
+    already resolved it (an MX host).  Never raises."""
+    count = len(recipients)
+    try:
+        body = message_path.open("rb")
+    except OSError as e:
+        reply = Reply(451, "3.0", f"error reading queue file {message_path}: {e.strerror}")
+        return DeliveryResult([reply] * count, "")
+    with body:
+        try:
+            return await _deliver(
+                reactor,
+                host=host,
+                port=port,
+                helo_name=helo_name,
+                tx=transaction_for(envelope, recipients, os.fstat(body.fileno()).st_size),
+                body=body,
+                timeouts=timeouts,
+                lmtp=lmtp,
+                bind_address=bind_address,
+                server_name=server_name,
+            )
+        except Exception as e:
+            # A bug must defer the mail, not lose it or stop the queue.
+            _log.failure("delivery to {host}:{port} failed", host=host, port=port)
+            reply = Reply(451, "3.0", f"internal error in SMTP delivery: {e!r}")
+            return DeliveryResult([reply] * count, "")
+
+
+async def _deliver(
+    reactor: Any,
+    *,
+    host: str,
+    port: int,
+    helo_name: str,
+    tx: Transaction,
+    body: IO[bytes],
+    timeouts: TimeoutSettings,
+    lmtp: bool,
+    bind_address: str | None,
+    server_name: str | None,
+) -> DeliveryResult:
+    count = len(tx.recipients)
+    try:
+        connection, event = await open_connection(
+            reactor,
+            host=host,
+            port=port,
+            helo_name=helo_name,
+            timeouts=timeouts,
+            lmtp=lmtp,
+            bind_address=bind_address,
+            server_name=server_name,
+        )
+    except _ConnectFailed as e:
+        return DeliveryResult([e.reply] * count, "", try_next_host=True)
+    relay = f"{connection.session.peer}:{port}"
+    try:
+        if isinstance(event, Ready):
+            replies = await run_transaction(connection, tx, body)
+        elif isinstance(event, GreetingRejected):
+            # A 5xx greeting fails every recipient for good; 4xx defers.
+            replies = [event.reply] * count
+        else:
+            replies = [failure_reply(connection, event)] * count
+        await close_connection(connection)
+    finally:
+        await connection.close(abort=True)
+    log = "\n".join(connection.session.transcript)
+    return DeliveryResult(replies, relay, log, try_next_host=not isinstance(event, Ready))
+
+
+def transaction_for(envelope: Envelope, recipients: list[Recipient], size: int) -> Transaction:
+    """The SMTP transaction for ``recipients`` of ``envelope``; ``size`` is
+    the queue file's, used when the envelope does not record one."""
+    mail_params: dict[str, str | None] = {}
+    if envelope.ret:
+        mail_params["RET"] = envelope.ret  # RFC 3461 4.3
+    if envelope.envid:
+        mail_params["ENVID"] = envelope.envid  # RFC 3461 4.4
+    rcpt_params: list[dict[str, str | None]] = []
+    for rcpt in recipients:
+        params: dict[str, str | None] = {}
+        if rcpt.notify:
+            params["NOTIFY"] = ",".join(rcpt.notify)  # RFC 3461 4.1
+        if rcpt.orcpt:
+            params["ORCPT"] = rcpt.orcpt  # RFC 3461 4.2
+        rcpt_params.append(params)
+    return Transaction(
+        sender=envelope.sender,
+        recipients=[rcpt.address for rcpt in recipients],
+        mail_params=mail_params,
+        rcpt_params=rcpt_params,
+        size=envelope.size or size,
+        # BINARYMIME needs BDAT (RFC 3030), which is not used: send as 8bit.
+        needs_8bit=envelope.body.upper() in ("8BITMIME", "BINARYMIME"),
+        needs_smtputf8=envelope.smtputf8,
+    )
+
+
+def _connect_reply(e: BaseException, name: str, ip: str, port: int) -> Reply:
+    where = f"connect to {_peer(name, ip)}:{port}"
+    if isinstance(e, neterror.ConnectionRefusedError):
+        return Reply(451, "4.1", f"{where}: Connection refused")
+    if isinstance(e, TimeoutError | defer.TimeoutError | neterror.TimeoutError):
+        return Reply(451, "4.1", f"{where}: Connection timed out")
+    if isinstance(e, neterror.DNSLookupError):
+        return Reply(451, "4.3", f"Host or domain name not found: {name}")
+    reason = e.__class__.__name__ if not str(e) else str(e)
+    return Reply(451, "4.1", f"{where}: {reason}")
+
+
+def _peer(name: str, ip: str) -> str:
+    """Postfix's ``name[ip]``."""
+    return f"{name}[{ip}]" if ip else name
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""Access policy: restriction lists evaluated at each SMTP stage."""

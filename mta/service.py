@@ -1,0 +1,286 @@
+"""The daemon: builds the service tree, reloads, stops gracefully.
+
+Input: a validated Config.  Output: running listeners (one per master.cf
+smtpd service), the queue store and manager, the mail log, the pid file.
+SIGHUP re-reads everything (:meth:`MTAService.reload`): a configuration that
+fails the start-up check is refused with a logged reason and the old one
+keeps serving; otherwise new settings are swapped in whole — sessions already
+open finish under the settings they started with, listeners whose address
+changed are re-bound.  SIGTERM (the reactor's stop) lets open transactions
+finish for up to 10 seconds (INTERFACE.md), never losing accepted mail.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
+
+from mta import settings
+from mta.check import full_check
+from mta.config import Config, MasterService
+from mta.delivery.agent import DeliveryAgent
+from mta.envelope import Envelope
+from mta.maillog import MailLog
+from mta.queue.manager import QueueManager
+from mta.queue.store import QueueStore
+from mta.queue.sync import GroupSyncer
+from mta.smtpd import SmtpdFactory, SMTPServerProtocol
+from mta.stats.counters import Counters
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 10.0  # seconds open transactions get at stop (INTERFACE.md)
+
+
+@dataclass
+class Listener:
+    service: str
+    addresses: tuple[tuple[str, int], ...]
+    factory: SmtpdFactory
+    ports: list[IListeningPort]
+
+
+def bind_addresses(cfg: Config, svc: MasterService) -> tuple[tuple[str, int], ...]:
+    """Where a listener binds: its own host, else ``inet_interfaces``."""
+    host, port = svc.listen_address()
+    if host:
+        return ((host, port),)
+    hosts: list[str] = []
+    protocols = cfg.list("inet_protocols")
+    v4 = "all" in protocols or "ipv4" in protocols
+    v6 = "all" in protocols or "ipv6" in protocols
+    for item in cfg.list("inet_interfaces"):
+        item = item.lower()
+        if item == "all":
+            hosts.extend((["::"] if v6 else []) + ([] if v6 else ["0.0.0.0"]))
+        elif item in ("loopback-only", "localhost"):
+            hosts.extend((["127.0.0.1"] if v4 else []) + (["::1"] if v6 else []))
+        else:
+            hosts.append(item.strip("[]"))
+    return tuple((h, port) for h in dict.fromkeys(hosts))
+
+
+class MTAService(service.MultiService):
+    def __init__(self, confdir: Path, cfg: Config, reactor: Any) -> None:
+        super().__init__()
+        self.confdir = confdir
+        self.cfg = cfg
+        self.reactor = reactor
+        self.counters = Counters()
+        self.sessions: set[SMTPServerProtocol] = set()
+        self.listeners: dict[str, Listener] = {}
+        self.maillog: MailLog | None = None
+        self.store: QueueStore | None = None
+        self.manager: QueueManager | None = None
+        self.syncer: GroupSyncer | None = None
+        self.pid_file: Path | None = None
+
+    # -- start ------------------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        cfg = self.cfg
+        qdir = settings.queue_directory(cfg)
+        qdir.mkdir(parents=True, exist_ok=True)
+        self.maillog = MailLog(settings.maillog_path(cfg), cfg.str("myhostname"))
+        self.syncer = GroupSyncer(self.reactor)
+        self.syncer.start()
+        self.store = QueueStore(qdir, self.syncer)
+        self.store.create_layout()
+        self._write_pid(qdir)
+        recovered = self.store.recover()
+        self.agent = DeliveryAgent(self.reactor, cfg)
+        self.manager = QueueManager(
+            self.reactor,
+            self.store,
+            settings.manager(cfg),
+            self.agent,
+            self.maillog,
+            on_event=self.counters.count,
+        )
+        for svc in cfg.listeners():
+            self._open_listener(cfg, svc)
+        self._drop_privileges(cfg, qdir)
+        self.manager.start(recovered)
+        self.maillog.line(
+            "master",
+            f"daemon started -- version {_version()}, configuration {self.confdir}",
+        )
+        try:
+            signal.signal(signal.SIGHUP, self._on_sighup)
+            signal.signal(signal.SIGUSR1, self._on_sigusr1)
+        except ValueError:
+            pass  # not the main thread (tests drive reload() directly)
+
+    def _submit(self, env: Envelope) -> None:
+        assert self.manager is not None
+        self.manager.submit(env)
+
+    def _open_listener(self, cfg: Config, svc: MasterService) -> None:
+        assert self.store is not None and self.maillog is not None
+        scfg = cfg.for_service(svc)
+        factory = SmtpdFactory(
+            self.reactor,
+            settings.smtpd(scfg, svc),
+            store=self.store,
+            submit=self._submit,
+            maillog=self.maillog,
+            counters=self.counters,
+            sessions=self.sessions,
+        )
+        addresses = bind_addresses(scfg, svc)
+        ports = [self._listen(host, port, factory) for host, port in addresses]
+        self.listeners[svc.name] = Listener(svc.name, addresses, factory, ports)
+
+    def _listen(self, host: str, port: int, factory: SmtpdFactory) -> IListeningPort:
+        try:
+            p: IListeningPort = self.reactor.listenTCP(port, factory, interface=host)
+        except Exception:
+            if host != "::":
+                raise
+            # A machine without IPv6: "all" falls back to every IPv4 address.
+            p = self.reactor.listenTCP(port, factory, interface="0.0.0.0")
+        return p
+
+    def _write_pid(self, qdir: Path) -> None:
+        piddir = qdir / "pid"
+        piddir.mkdir(parents=True, exist_ok=True)
+        self.pid_file = piddir / "master.pid"
+        tmp = piddir / f".master.pid.{os.getpid()}"
+        tmp.write_text(f"{os.getpid()}\n")
+        os.replace(tmp, self.pid_file)
+
+    def _drop_privileges(self, cfg: Config, qdir: Path) -> None:
+        if os.getuid() != 0:
+            return
+        owner = cfg.str("mail_owner")
+        try:
+            pw = pwd.getpwnam(owner)
+        except KeyError:
+            assert self.maillog is not None
+            self.maillog.line(
+                "master", f"warning: mail_owner {owner} does not exist: running as root"
+            )
+            return
+        for root, _dirs, files in os.walk(qdir):
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+            for name in files:
+                os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+        log_path = settings.maillog_path(cfg)
+        if log_path is not None and log_path.exists():
+            os.chown(log_path, pw.pw_uid, pw.pw_gid)
+        os.setgroups([g.gr_gid for g in grp.getgrall() if owner in g.gr_mem])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    # -- signals ------------------------------------------------------------------
+    def _on_sighup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def _on_sigusr1(self, signum: int, frame: object) -> None:
+        # `mta flush`: every deferred message is due now.
+        if self.manager is not None:
+            self.reactor.callFromThread(self.manager.flush)
+
+    # -- reload -------------------------------------------------------------------
+    def reload(self) -> list[str]:
+        """Re-read the configuration; returns the errors that refused it."""
+        assert self.maillog is not None and self.manager is not None
+        cfg, problems = full_check(self.confdir)
+        errors = [str(p) for p in problems if p.severity == "error"]
+        if cfg is None or errors:
+            for e in errors:
+                self.maillog.line("master", f"reload refused: {e}")
+                log.error("reload refused: %s", e)
+            return errors
+        try:
+            self._apply(cfg)
+        except Exception as e:  # e.g. a new port that cannot be bound
+            self.maillog.line("master", f"reload refused: {e}")
+            log.exception("reload failed")
+            return [str(e)]
+        self.maillog.line("master", f"reload -- version {_version()}, configuration {self.confdir}")
+        return []
+
+    def _apply(self, cfg: Config) -> None:
+        assert self.maillog is not None and self.manager is not None
+        wanted = {svc.name: svc for svc in cfg.listeners()}
+        # Build every new settings object first: nothing changes if one fails.
+        new_settings = {
+            name: settings.smtpd(cfg.for_service(svc), svc) for name, svc in wanted.items()
+        }
+        for name in list(self.listeners):
+            old = self.listeners[name]
+            svc = wanted.get(name)
+            if svc is None or bind_addresses(cfg.for_service(svc), svc) != old.addresses:
+                for p in old.ports:
+                    p.stopListening()
+                del self.listeners[name]
+        for name, svc in wanted.items():
+            if name in self.listeners:
+                self.listeners[name].factory.settings = new_settings[name]
+            else:
+                self._open_listener(cfg, svc)
+        new_log = settings.maillog_path(cfg)
+        if new_log != self.maillog.path:
+            old_log = self.maillog
+            self.maillog = MailLog(new_log, cfg.str("myhostname"))
+            for listener in self.listeners.values():
+                listener.factory.maillog = self.maillog
+            self.manager.maillog = self.maillog
+            old_log.close()
+        self.manager.reconfigure(settings.manager(cfg))
+        self.agent.reconfigure(cfg)
+        self.cfg = cfg
+
+    # -- stop ---------------------------------------------------------------------
+    async def _stop(self) -> None:
+        for listener in self.listeners.values():
+            for p in listener.ports:
+                await defer.maybeDeferred(p.stopListening)
+        busy = [s for s in self.sessions if s.in_transaction]
+        for s in list(self.sessions):
+            if not s.in_transaction:
+                s.shutdown()
+        if busy:
+            waits = defer.DeferredList([s.wait_transaction() for s in busy], consumeErrors=True)
+            timer = self.reactor.callLater(STOP_GRACE, waits.cancel)
+            try:
+                await waits
+            except defer.CancelledError:
+                pass
+            if timer.active():
+                timer.cancel()
+        for s in list(self.sessions):
+            s.shutdown()
+        if self.manager is not None:
+            await self.manager.stop()
+        if self.syncer is not None:
+            await self.syncer.stop()
+        if self.maillog is not None:
+            self.maillog.line("master", "terminating on signal 15")
+            self.maillog.close()
+        if self.pid_file is not None:
+            try:
+                self.pid_file.unlink()
+            except OSError:
+                pass
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+
+def _version() -> str:
+    from mta import __version__
+
+    return __version__

@@ -1,0 +1,1 @@
+"""Statistics: counters kept in memory, and (later) the HTTP service."""
