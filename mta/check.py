@@ -49,7 +49,12 @@ def full_check(confdir: Path) -> tuple[Config | None, list[Problem]]:
     log = settings.maillog_path(cfg)
     if log is not None:
         parent = _existing_parent(log)
-        if parent is None or not os.access(parent, os.W_OK | os.X_OK):
+        writable = parent is not None and (
+            os.access(parent, os.W_OK)
+            if parent == log
+            else parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+        )
+        if not writable:
             error(f"maillog_file {log}: cannot be created (directory not writable)")
     problems = problems + errors
     return (cfg if not any(p.severity == "error" for p in problems) else None), problems

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import itertools
 import re
+import subprocess
+import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mta.queue import ids
 from mta.queue.ids import is_queue_id, new_queue_id, queue_id_time
 
 # Digits and consonants (Postfix's long queue id alphabet), then "z", then
@@ -43,17 +47,32 @@ def test_unique_when_many_made_in_the_same_microsecond() -> None:
     assert len(ids) == 10_000
 
 
-def _make_ids(n: int) -> list[str]:
-    return [new_queue_id() for _ in range(n)]
-
-
 def test_unique_across_processes() -> None:
-    """Forked processes (same sequence state, same clock) still differ by pid."""
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(4) as pool:
-        batches = pool.map(_make_ids, [20_000] * 4)
-    every = [i for batch in batches for i in batch]
+    """Four processes making ids at the same time never make the same one."""
+    code = "from mta.queue.ids import new_queue_id\nfor _ in range(20000): print(new_queue_id())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    every: list[str] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        every.extend(out.split())
+    assert len(every) == 80_000
     assert len(set(every)) == len(every)
+
+
+def test_forked_processes_differ_by_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork copies the sequence counter; the pid alone keeps the ids apart,
+    even at the same microsecond."""
+    made = []
+    for pid in (4321, 4322):
+        monkeypatch.setattr(ids, "_sequence", itertools.count(0))
+        monkeypatch.setattr(ids.os, "getpid", lambda pid=pid: pid)
+        made.append({new_queue_id(now=1_700_000_000.0) for _ in range(1000)})
+    assert len(made[0]) == len(made[1]) == 1000
+    assert not made[0] & made[1]
 
 
 @given(times, times)
@@ -87,7 +106,8 @@ def test_is_queue_id_accepts_operator_input() -> None:
 
 def test_is_queue_id_rejects_anything_path_like() -> None:
     """No separator, dot, space, non-ASCII or over-long name passes."""
-    for bad in ("", "../etc", "a/b", "a.json", "a b", "ab\n", "caf\u00e9", "\u0661\u0662", "a" * 65):
+    bad_names = ("", "../etc", "a/b", "a.json", "a b", "ab\n", "caf\u00e9", "\u0661", "a" * 65)
+    for bad in bad_names:
         assert not is_queue_id(bad)
 
 
