@@ -72,7 +72,7 @@ def bind_addresses(cfg: Config, svc: MasterService) -> tuple[tuple[str, int], ..
 
 class MTAService(service.MultiService):
     def __init__(self, confdir: Path, cfg: Config, reactor: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.confdir = confdir
         self.cfg = cfg
         self.reactor = reactor
@@ -87,7 +87,7 @@ class MTAService(service.MultiService):
 
     # -- start ------------------------------------------------------------------
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         cfg = self.cfg
         qdir = settings.queue_directory(cfg)
         qdir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,7 @@ class MTAService(service.MultiService):
                 pass
 
     def stopService(self) -> defer.Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         return defer.Deferred.fromCoroutine(self._stop())
 
 

@@ -142,7 +142,7 @@ class DeliveryResult:
     try_next_host: bool = False
 
 
-class ClientConnection(Protocol):  # type: ignore[misc]  # Twisted is untyped here
+class ClientConnection(Protocol):
     """Moves bytes between a transport and a :class:`ClientSession`, and
     hands the session's events to :meth:`next_event`."""
 
@@ -163,10 +163,17 @@ class ClientConnection(Protocol):  # type: ignore[misc]  # Twisted is untyped he
         # The stage the session last waited in: what a failure interrupted.
         self.stage = Stage.GREETING
 
+    @property
+    def _tcp(self) -> Any:
+        """The TCP transport (ITCPTransport and IConsumer, which Twisted's
+        ITransport annotation does not say)."""
+        assert self.transport is not None
+        return self.transport
+
     # -- Twisted -------------------------------------------------------------
     def connectionMade(self) -> None:
         self.connected = True
-        self.peer_ip = str(getattr(self.transport.getPeer(), "host", ""))
+        self.peer_ip = str(getattr(self._tcp.getPeer(), "host", ""))
         self.pump()
 
     def dataReceived(self, data: bytes) -> None:
@@ -187,7 +194,7 @@ class ClientConnection(Protocol):  # type: ignore[misc]  # Twisted is untyped he
         the timer for the stage it is now in.  Call after each command."""
         out = self.session.data_to_send()
         if out and self.connected:
-            self.transport.write(out)
+            self._tcp.write(out)
         while (event := self.session.next_event()) is not None:
             self._events.append(event)
         self._arm()
@@ -208,7 +215,7 @@ class ClientConnection(Protocol):  # type: ignore[misc]  # Twisted is untyped he
     def stream_body(self, body: IO[bytes]) -> None:
         """Send the message in ``body`` (from its start) after DataAccepted."""
         body.seek(0)
-        self.transport.registerProducer(_BodyProducer(self, body), False)
+        self._tcp.registerProducer(_BodyProducer(self, body), False)
 
     def close(self, *, abort: bool = False) -> Deferred[None]:
         """Drop the connection; fires when it is gone."""
@@ -217,20 +224,20 @@ class ClientConnection(Protocol):  # type: ignore[misc]  # Twisted is untyped he
         gone: Deferred[None] = Deferred()
         self._lost_waiters.append(gone)
         if abort:
-            self.transport.abortConnection()
+            self._tcp.abortConnection()
         else:
-            self.transport.loseConnection()
+            self._tcp.loseConnection()
         return gone
 
     def body_finished(self) -> None:
         if self.connected:
-            self.transport.unregisterProducer()
+            self._tcp.unregisterProducer()
 
     def fail_locally(self, reason: str) -> None:
         """Give up on the connection for a reason of our own."""
         self.local_error = reason
         if self.connected:
-            self.transport.abortConnection()
+            self._tcp.abortConnection()
 
     # -- timer ---------------------------------------------------------------
     def _arm(self) -> None:
@@ -247,7 +254,7 @@ class ClientConnection(Protocol):  # type: ignore[misc]  # Twisted is untyped he
     def _time_out(self) -> None:
         self._timer = None
         self.timed_out = True
-        self.transport.abortConnection()
+        self._tcp.abortConnection()
 
 
 @implementer(IPullProducer)
@@ -323,7 +330,7 @@ async def open_connection(
             reactor, host, port, timeout=timeouts.connect, bindAddress=bind
         )
     else:
-        endpoint = TCP6ClientEndpoint(
+        endpoint = TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
             reactor, host, port, timeout=timeouts.connect, bindAddress=bind
         )
     session = ClientSession(helo_name, lmtp=lmtp, peer=_peer(name, host if literal else ""))

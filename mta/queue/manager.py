@@ -175,9 +175,9 @@ class QueueManager:
             room -= 1
         if room > 0:
             for qid in self.scheduler.pop_due(self._now(), room):
-                env = self._envelopes.pop(qid, None)
-                if env is not None and qid not in self._active:
-                    self._activate(qid, env, "deferred")
+                due = self._envelopes.pop(qid, None)
+                if due is not None and qid not in self._active:
+                    self._activate(qid, due, "deferred")
         self._arm_timer()
 
     def _arm_timer(self) -> None:

@@ -102,15 +102,14 @@ class Daemon:
         return env
 
     def start(self, wait: bool = True) -> None:
-        out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "mta", "-c", str(self.confdir)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=self.env(),
-            cwd=str(self.confdir),
-        )
-        out.close()
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "mta", "-c", str(self.confdir)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                cwd=str(self.confdir),
+            )
         if wait:
             wait_for(
                 lambda: port_open(self.port) or self.proc is None or self.proc.poll() is not None,
@@ -178,12 +177,21 @@ class SmtpSink:
         self.dump_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
-        user = os.environ.get("USER") or subprocess.run(
-            ["id", "-un"], capture_output=True, text=True
-        ).stdout.strip()
+        user = (
+            os.environ.get("USER")
+            or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        )
         self.proc = subprocess.Popen(
-            [SMTP_SINK, "-u", user, *self.extra, "-d", f"{self.dump_dir}/%M.",
-             f"127.0.0.1:{self.port}", "100"],
+            [
+                SMTP_SINK,
+                "-u",
+                user,
+                *self.extra,
+                "-d",
+                f"{self.dump_dir}/%M.",
+                f"127.0.0.1:{self.port}",
+                "100",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -225,16 +233,18 @@ class CaptureSink:
             async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
                 local = address.split("@")[0]
                 if local.startswith("reject"):
-                    return "550 5.1.1 <%s>: Recipient address rejected: no such user" % address
+                    return f"550 5.1.1 <{address}>: Recipient address rejected: no such user"
                 if local.startswith("defer"):
-                    return "450 4.2.0 <%s>: try again later" % address
+                    return f"450 4.2.0 <{address}>: try again later"
                 envelope.rcpt_tos.append(address)
                 return "250 2.1.5 OK"
 
             async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
                 with sink._lock:
                     sink.messages.append(
-                        Captured(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+                        Captured(
+                            envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content
+                        )
                     )
                 return "250 2.0.0 OK captured"
 

@@ -66,15 +66,15 @@ GOLDEN_TEXT = """\
                                          bob@example.org
                                          carol@example.org
 
-4RkXLm0QqHzAB1C2D4     20480 Sat Sep 16 13:12:26  MAILER-DAEMON
-        (421 4.4.2 mx.example.net[192.0.2.7]:25: conversation timed out)
+4RkXLm0QqHzAB1C2D4    20480 Sat Sep 16 13:12:26  MAILER-DAEMON
+              (421 4.4.2 mx.example.net[192.0.2.7]:25: conversation timed out)
                                          d1@example.net
                                          d2@example.net
- (450 4.2.0 <bob@example.org>: Recipient address rejected: Greylisted)
+         (450 4.2.0 <bob@example.org>: Recipient address rejected: Greylisted)
                                          bob@example.org
                                          fresh@example.net
 
-3F1A42E3C2!     312 Sat Jan 28 12:12:26  bulk@example.com
+3F1A42E3C2!     312 Sun Jan 29 12:12:26  bulk@example.com
 (451 4.3.0 host mx.example.com[198.51.100.1] said: temporary failure while talking to the \
 content filter, please try again later)
                                          x@example.com
@@ -157,7 +157,7 @@ GOLDEN_JSON = [
         "id": "3F1A42E3C2",
         "queue": "hold",
         "size": 312,
-        "arrival_time": "2023-01-28T12:12:26Z",
+        "arrival_time": "2023-01-29T12:12:26Z",
         "sender": "bulk@example.com",
         "recipients": [
             {"address": "x@example.com", "state": "deferred", "reason": LONG.one_line()},
