@@ -198,7 +198,20 @@ class SmtpSink:
         wait_for(lambda: port_open(self.port), 10, "smtp-sink")
 
     def messages(self) -> list[bytes]:
-        return [p.read_bytes() for p in sorted(self.dump_dir.rglob("*")) if p.is_file()]
+        """The dumps that are complete: smtp-sink writes a dump while the
+        transaction runs, so a file counts once it is non-empty and stopped
+        growing."""
+        out = []
+        for p in sorted(self.dump_dir.rglob("*")):
+            if not p.is_file():
+                continue
+            first = p.stat().st_size
+            if first == 0 or time.time() - p.stat().st_mtime < 0.2:
+                time.sleep(0.2)
+                if p.stat().st_size != first or first == 0:
+                    continue
+            out.append(p.read_bytes())
+        return out
 
     def stop(self) -> None:
         if self.proc is not None:
