@@ -1,4 +1,4 @@
-"""The ``mta`` command: check, postconf, reload, flush, mailq.
+"""The ``mta`` command: check, postconf, postmap, reload, flush, mailq.
 
 ``mta [-c CONFDIR] COMMAND``; exit 0 on success, non-zero with a one-line
 reason on standard error (INTERFACE.md).  Commands that talk to the running
@@ -93,9 +93,25 @@ def cmd_mailq(confdir: Path, as_json: bool) -> int:
     except ConfigError as e:
         return _fail(str(e.problems[0]) if e.problems else "configuration error")
     root = settings.queue_directory(cfg)
-    entries = list(scan(root))
+    entries = scan(root)  # an iterator: 100,000 envelopes are never all in memory
     sys.stdout.write(format_json(entries) if as_json else format_mailq(entries))
     return 0
+
+
+def _command_index(argv: list[str]) -> int | None:
+    """The index of the command word, after the global options."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in ("-c", "--config-dir"):
+            i += 2
+        elif word.startswith("--config-dir=") or (word.startswith("-c") and len(word) > 2):
+            i += 1
+        elif word.startswith("-"):
+            return None
+        else:
+            return i
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="validate the configuration as the daemon would")
     pc = sub.add_parser("postconf", help="show or edit main.cf parameters", add_help=False)
     pc.add_argument("args", nargs=argparse.REMAINDER)
+    pm = sub.add_parser("postmap", help="query or check lookup tables", add_help=False)
+    pm.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("reload", help="re-read the configuration (SIGHUP)")
     sub.add_parser("flush", help="retry every deferred message now")
     mq = sub.add_parser("mailq", help="list the queue")
@@ -113,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("action", choices=["list"])
     q.add_argument("--json", action="store_true")
 
+    raw = list(sys.argv[1:] if argv is None else argv)
+    command_at = _command_index(raw)
+    if command_at is not None and raw[command_at] == "postmap":
+        # postmap's own options (-q, -s) must not reach the top-level parser.
+        from mta.cli_postmap import run as postmap
+
+        return postmap(raw[command_at + 1 :])
     args = parser.parse_args(argv)
     confdir: Path = args.config_dir or default_confdir()
     if args.command == "postconf":

@@ -14,8 +14,8 @@ each deferral reason in parentheses, right-aligned to column 78 (longer ones
 start at column 0, as Postfix does), followed by the recipients it concerns
 indented to column 41; then the other recipients still to be delivered.
 Messages are separated by a blank line; the trailer counts kilobytes and
-requests.  Queues are listed in Postfix's order: active, incoming,
-deferred, hold.
+requests ("1 Request." in the singular, as Postfix prints it).  Queues
+are listed in Postfix's order: active, incoming, deferred, hold.
 """
 
 from __future__ import annotations
@@ -57,18 +57,43 @@ def scan(root: Path, states: Iterable[str] = LISTED_STATES) -> Iterator[tuple[st
                 names = sorted(e.name for e in it if e.name.endswith(ENVELOPE_SUFFIX))
         except FileNotFoundError:
             continue
-        for name in names:
+        for name, data in _read_all(directory, names):
             queue_id = name[: -len(ENVELOPE_SUFFIX)]
-            if not is_queue_id(queue_id):
+            if data is None or not is_queue_id(queue_id):
                 continue
             try:
-                with open(directory / name, "rb") as f:
-                    envelope = Envelope.from_json(f.read())
+                envelope = Envelope.from_json(data)
                 if envelope.size <= 0:
                     envelope.size = (root / state / MESSAGE_DIR / queue_id).stat().st_size
             except (OSError, ValueError):
                 continue
             yield state, envelope
+
+
+def _read_all(directory: Path, names: list[str]) -> Iterator[tuple[str, bytes | None]]:
+    """The contents of the named files, in order (None for one that
+    vanished).  Opened relative to the directory's descriptor: on a large
+    queue the path lookups are a good part of the cost."""
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+            except OSError:
+                yield name, None
+                continue
+            try:
+                chunks = []
+                while chunk := os.read(fd, 65536):
+                    chunks.append(chunk)
+                data: bytes | None = b"".join(chunks)
+            except OSError:
+                data = None
+            finally:
+                os.close(fd)
+            yield name, data
+    finally:
+        os.close(dir_fd)
 
 
 def format_mailq(entries: Iterable[tuple[str, Envelope]], *, tz: tzinfo | None = None) -> str:
@@ -106,25 +131,26 @@ def _message_block(state: str, envelope: Envelope, tz: tzinfo | None) -> str:
     lines = [
         f"{flagged:<11} {envelope.size:7d} {_asctime(envelope.arrival_time, tz):20.20} {sender}"
     ]
-    pending = envelope.pending
+    pending = [
+        (r.address, _printable(reason(r))) for r in envelope.recipients if not r.state.is_final
+    ]
     # As Postfix: recipients with a deferral reason first, each reason
     # printed once for the run of recipients that share it; then the rest.
     last_reason = None
     shown: set[str] = set()
-    for rcpt in pending:
-        why = _printable(reason(rcpt))
+    for address, why in pending:
         if not why:
             continue
         if why != last_reason:
             padding = max(0, _REASON_RIGHT_EDGE - len(why))
             lines.append(" " * padding + f"({why})")
             last_reason = why
-        lines.append(_RECIPIENT_INDENT + _printable(rcpt.address))
-        shown.add(rcpt.address)
-    for rcpt in pending:
-        if rcpt.address not in shown and not reason(rcpt):
-            lines.append(_RECIPIENT_INDENT + _printable(rcpt.address))
-            shown.add(rcpt.address)
+        lines.append(_RECIPIENT_INDENT + _printable(address))
+        shown.add(address)
+    for address, why in pending:
+        if not why and address not in shown:
+            lines.append(_RECIPIENT_INDENT + _printable(address))
+            shown.add(address)
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +177,11 @@ def _asctime(when: float, tz: tzinfo | None) -> str:
     return f"{_DAYS[t.weekday()]} {_MONTHS[t.month - 1]} {t.day:2d} {t:%H:%M:%S} {t.year}"
 
 
+# C0 and C1 controls and DEL; str.translate keeps this cheap on big queues.
+_CONTROLS = {c: "?" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
 def _printable(text: str) -> str:
     """Control characters become "?" (Postfix ``printable()``): a hostile
     address must not move the terminal's cursor."""
-    return "".join("?" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in text)
+    return text if text.isprintable() else text.translate(_CONTROLS)

@@ -391,6 +391,8 @@ class QueueStore:
                 continue
             _unlink_quietly(self.envelope_path(src, queue_id))
             _unlink_quietly(tomb)
+            if src == "corrupt":
+                _unlink_quietly(self.state_dir(src, NOTE_DIR) / queue_id)
             for sub in (MESSAGE_DIR, ENVELOPE_DIR):
                 fsync_path(self.state_dir(src, sub), self._fsync)
             self._removed(queue_id, src)
@@ -402,7 +404,11 @@ class QueueStore:
         src = self.find(queue_id)
         if src is None:
             return ToolResult.ABSENT
-        if src == "active" or not self.envelope_path(src, queue_id).exists():
+        if src == "active":
+            return ToolResult.BUSY
+        # The daemon never writes into corrupt, where a file may well lack
+        # its sidecar; elsewhere a missing one means a move is under way.
+        if src != "corrupt" and not self.envelope_path(src, queue_id).exists():
             return ToolResult.BUSY
         return src
 

@@ -77,7 +77,8 @@ class GroupSyncer:
         fsync: FsyncFunction = os.fsync,
     ) -> None:
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=0, maxthreads=threadpool_size, name="mta-fsync")
+        self._pool_size = threadpool_size
+        self._pool: ThreadPool | None = None
         self.fsync = fsync
         self._dirs: dict[str, _DirRounds] = {}
         self._in_flight = 0
@@ -94,7 +95,10 @@ class GroupSyncer:
     def start(self) -> None:
         if self._running:
             return
-        self._pool.start()
+        if self._pool is None:
+            # A fresh pool: a stopped Twisted ThreadPool cannot restart.
+            self._pool = ThreadPool(minthreads=0, maxthreads=self._pool_size, name="mta-fsync")
+            self._pool.start()
         self._running = True
 
     def stop(self) -> Deferred[None]:
@@ -103,12 +107,18 @@ class GroupSyncer:
             return succeed(None)
         self._running = False
         done: Deferred[None] = Deferred()
-        done.addCallback(lambda _: self._pool.stop())
+        done.addCallback(lambda _: self._stop_pool())
         if self._in_flight:
             self._drained.append(done)
         else:
             done.callback(None)
         return done
+
+    def _stop_pool(self) -> None:
+        if self._running or self._pool is None:
+            return  # started again while draining: keep the pool
+        pool, self._pool = self._pool, None
+        pool.stop()
 
     # -- the work ---------------------------------------------------------------
     async def sync_files(self, paths: Iterable[StrPath]) -> None:
@@ -193,6 +203,9 @@ class GroupSyncer:
                     d.callback(None)
 
     def _submit(self, f: Callable[..., _T], *args: object) -> Deferred[_T]:
+        # Work counted by _operation() may reach here after stop() (a next
+        # directory round): the pool stays up until that work has drained.
+        assert self._pool is not None
         d: Deferred[_T] = deferToThreadPool(self._reactor, self._pool, f, *args)
         return d
 

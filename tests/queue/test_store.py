@@ -431,6 +431,16 @@ async def test_tool_delete(store: QueueStore, root: Path) -> None:
     assert tools.tool_move("NoSuchId", "hold") is ToolResult.ABSENT
 
 
+def test_tools_clean_up_corrupt(cold: QueueStore, root: Path) -> None:
+    """A quarantined message without a sidecar can still be deleted by the
+    tools, note and all."""
+    put(root, "deferred/cur/Q1")
+    cold.recover()
+    assert (root / "corrupt/note/Q1").exists()
+    assert cold.tool_delete("Q1") is ToolResult.DELETED
+    assert files_under(root) == []
+
+
 @pytest_twisted.ensureDeferred
 async def test_tool_move_loses_a_race_gracefully(
     store: QueueStore, root: Path, monkeypatch: pytest.MonkeyPatch

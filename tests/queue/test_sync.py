@@ -192,6 +192,38 @@ async def test_stop_waits_for_work_in_flight(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_stop_lets_a_waiting_round_run(tmp_path: Path) -> None:
+    """A request waiting for the next directory round when stop() is called
+    still gets its own fsync before the pool goes down."""
+    rec = FsyncRecorder()
+    rec.gate = threading.Event()
+    syncer = GroupSyncer(reactor, fsync=rec)
+    syncer.start()
+    first = Deferred.fromCoroutine(syncer.sync_dir(tmp_path))
+    while not rec.calls:
+        await _sleep(0.001)
+    second = Deferred.fromCoroutine(syncer.sync_dir(tmp_path))
+    stopped = syncer.stop()
+    rec.gate.set()
+    await first
+    await second
+    await stopped
+    assert len(rec.dirs()) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_after_stop(tmp_path: Path, recorder: FsyncRecorder) -> None:
+    """A stopped syncer can be started again (a fresh pool)."""
+    syncer = GroupSyncer(reactor, fsync=recorder)
+    syncer.start()
+    await syncer.stop()
+    syncer.start()
+    await syncer.sync_dir(tmp_path)
+    await syncer.stop()
+    assert recorder.dirs() == [str(tmp_path)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_not_running_refuses_and_closes(tmp_path: Path) -> None:
     """A syncer that was never started raises instead of hanging, and does
     not leak the descriptors it was given."""
