@@ -15,6 +15,8 @@ from pathlib import Path
 
 from mta import settings
 from mta.config import Config, Problem, check
+from mta.config.properties import check_volumes, read_properties
+from mta.stats.options import check as stats_check
 
 
 def full_check(confdir: Path) -> tuple[Config | None, list[Problem]]:
@@ -29,22 +31,33 @@ def full_check(confdir: Path) -> tuple[Config | None, list[Problem]]:
 
     try:
         settings.manager(cfg)
+        settings.delivery(cfg)  # TLS files, SASL and virtual tables
+        settings.delivery_by_transport(cfg)
     except (ValueError, KeyError) as e:
         error(str(e))
     for svc in cfg.listeners():
         scfg = cfg.for_service(svc)
+        where = f"master.cf service {svc.name}" if svc.line else "smtpd"
         try:
-            settings.smtpd(scfg, svc)
+            smtpd = settings.smtpd(scfg, svc)
         except (ValueError, KeyError) as e:
-            where = f"master.cf service {svc.name}" if svc.line else "smtpd"
-            error(f"{where}: {e}")
+            # Restrictions and policy tables: each problem at its own line.
+            located = [p for p in settings.policy_problems(scfg) if p not in errors]
+            errors.extend(located)
+            if not located:
+                error(f"{where}: {e}")
+        else:
+            for text in settings.smtpd_warnings(smtpd):
+                errors.append(Problem(main_cf, None, "warning", f"{where}: {text}"))
         try:
             svc.listen_address()
         except ValueError as e:
             error(f"master.cf service {svc.name}: {e}")
     qdir = settings.queue_directory(cfg)
     probe = qdir if qdir.exists() else _existing_parent(qdir)
-    if probe is None or not os.access(probe, os.W_OK | os.X_OK):
+    if probe is not None and not probe.is_dir():
+        error(f"queue_directory {qdir}: {probe} is not a directory")
+    elif probe is None or not os.access(probe, os.W_OK | os.X_OK):
         error(f"queue_directory {qdir}: not writable by this user (uid {os.getuid()})")
     log = settings.maillog_path(cfg)
     if log is not None:
@@ -54,8 +67,21 @@ def full_check(confdir: Path) -> tuple[Config | None, list[Problem]]:
             if parent == log
             else parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
         )
-        if not writable:
+        if log.is_dir():
+            error(f"maillog_file {log}: is a directory")
+        elif not writable:
             error(f"maillog_file {log}: cannot be created (directory not writable)")
+    # The statistics service and the appliance's volumes (properties.yaml).
+    errors.extend(stats_check(cfg))
+    props, _ = read_properties(cfg.confdir)
+    if props is not None:
+        errors.extend(
+            check_volumes(
+                props,
+                cfg.path(cfg.str("appliance_log_directory")),
+                cfg.path(cfg.str("appliance_key_directory")),
+            )
+        )
     problems = problems + errors
     return (cfg if not any(p.severity == "error" for p in problems) else None), problems
 

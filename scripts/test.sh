@@ -8,9 +8,19 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
+# A file that each package provides, and the package.
 need=""
-command -v /usr/sbin/smtp-sink >/dev/null 2>&1 || need="$need postfix"
-command -v swaks >/dev/null 2>&1 || need="$need swaks"
+while read -r file pkg; do
+    [ -e "$file" ] || need="$need $pkg"
+done <<'PKGS'
+/usr/sbin/smtp-sink postfix
+/usr/bin/swaks swaks
+/usr/sbin/dovecot dovecot-core
+/usr/lib/dovecot/lmtp dovecot-lmtpd
+/usr/sbin/pflogsumm pflogsumm
+/usr/bin/chromium chromium
+/usr/sbin/postgrey postgrey
+PKGS
 if [ -n "$need" ]; then
     # Keep the package's service from starting: tests start what they need.
     if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -4,8 +4,9 @@ Job: assemble a configuration directory into one immutable ``Config`` with typed
 accessors, and report every problem (errors that stop the daemon, warnings that do not)
 with its file and line. Reload builds a new ``Config`` and swaps it whole.
 
-Inputs: a configuration directory holding ``main.cf`` (required) and ``master.cf``
-(optional). Outputs: ``Config``; ``Problem`` lists; ``ConfigError`` from ``load``.
+Inputs: a configuration directory holding ``main.cf`` (required), ``master.cf``
+(optional) and ``properties.yaml`` (optional appliance properties, ``properties.py``).
+Outputs: ``Config``; ``Problem`` lists; ``ConfigError`` from ``load``.
 
 Values are expanded and checked once, when the configuration is read, so that an
 accessor never fails on a loaded configuration. A master.cf service's ``-o`` overrides
@@ -24,6 +25,7 @@ from types import MappingProxyType
 
 from mta.config.master import MasterService, default_services, parse_master_cf
 from mta.config.parameters import PARAMETERS, DefaultContext, Kind, Parameter, Value
+from mta.config.properties import layer as layer_properties
 from mta.config.syntax import (
     MAX_NESTING,
     WHITESPACE,
@@ -259,7 +261,10 @@ class _Evaluation:
             raw = self.raw(name)
             if raw is None:
                 return None
-            result = expand(raw, lambda reference: self._reference(name, reference))
+            if name in PARAMETERS and PARAMETERS[name].raw:
+                result = raw  # filled in at use (default_rbl_reply's $rbl_code, ...)
+            else:
+                result = expand(raw, lambda reference: self._reference(name, reference))
         finally:
             self.stack.pop()
         self.memo[name] = result
@@ -450,6 +455,9 @@ def read(confdir: Path) -> tuple[Config, list[Problem]]:
             problems.append(
                 Problem(setting.file, setting.line, "warning", f"unsupported parameter: {name}")
             )
+    # The appliance's properties.yaml, when there is one, maps onto parameters.
+    settings, property_problems, _ = layer_properties(confdir, settings)
+    problems.extend(property_problems)
     services, master_problems = _read_services(confdir / MASTER_CF)
     problems.extend(master_problems)
     base, base_problems = _build(confdir, main_cf, settings, services, {}, {})

@@ -13,9 +13,13 @@ per-stage timeouts, reset on progress), and streams the body from the file
 with a pull producer, so a large message is never held in memory and the
 peer's TCP window sets the pace.
 
-The steps are separate (:func:`open_connection`, :func:`run_transaction`,
-:func:`close_connection`) so that a connection cache can run several
-transactions on one connection; :func:`deliver` does one of each.
+The steps are separate (:func:`open_connection`, :func:`establish`,
+:func:`run_transaction`, :func:`close_connection`) so that a connection
+cache can run several transactions on one connection; :func:`deliver` does
+one of each.  :func:`establish` runs STARTTLS and AUTH as a
+:class:`SessionPolicy` says (TLS plan of :mod:`mta.delivery.tls`, DANE of
+:mod:`mta.delivery.dane`, SASL PLAIN/LOGIN) and says why a server that
+does not meet it is skipped, in Postfix's words.
 """
 
 from __future__ import annotations
@@ -30,16 +34,30 @@ from typing import IO, Any
 from twisted.internet import defer
 from twisted.internet import error as neterror
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IDelayedCall, IPullProducer, IReactorTime
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IPullProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mta.delivery import dane
+from mta.delivery.tls import ClientTLS, TlsOutcome, TlsPlan, check_outcome
 from mta.envelope import Envelope, Recipient
 from mta.reply import Reply
 from mta.smtp.client import (
+    Authenticated,
+    AuthFailed,
     ClientSession,
     Closed,
     DataAccepted,
@@ -50,6 +68,8 @@ from mta.smtp.client import (
     Ready,
     RecipientReply,
     Stage,
+    TLSReady,
+    TLSRefused,
     Transaction,
     TransactionFailed,
 )
@@ -140,8 +160,11 @@ class DeliveryResult:
     relay: str
     protocol_log: str = ""
     try_next_host: bool = False
+    tls: TlsOutcome | None = None
+    tls_failed: bool = False  # the TLS handshake failed (level may: retry in plaintext)
 
 
+@implementer(IHandshakeListener)
 class ClientConnection(Protocol):
     """Moves bytes between a transport and a :class:`ClientSession`, and
     hands the session's events to :meth:`next_event`."""
@@ -162,6 +185,13 @@ class ClientConnection(Protocol):
         self.local_error = ""  # set when the failure was ours (queue file)
         # The stage the session last waited in: what a failure interrupted.
         self.stage = Stage.GREETING
+        self.tls: ClientTLS | None = None  # set by start_tls()
+        self.tls_done = False  # the handshake completed
+        self.tls_error = ""  # why the handshake failed
+        self.opened_at = clock.seconds()
+        self.transactions = 0  # messages sent on this connection
+        self.remote: list[bool] = []  # per reply of the last transaction: from the server
+        self.body_started = False  # the last transaction got as far as sending the body
 
     @property
     def _tcp(self) -> Any:
@@ -180,7 +210,12 @@ class ClientConnection(Protocol):
         self.session.receive_data(data)
         self.pump()
 
+    def handshakeCompleted(self) -> None:
+        self.tls_done = True
+
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.tls is not None and not self.tls_done and reason is not None:
+            self.tls_error = _tls_reason(reason)
         self.connected = False
         self.session.receive_data(b"")
         self.pump()
@@ -211,6 +246,11 @@ class ClientConnection(Protocol):
             raise RuntimeError("next_event() while another wait is pending")
         self._waiter = Deferred()
         return self._waiter
+
+    def start_tls(self, creator: ClientTLS) -> None:
+        """Start TLS on the transport (after TLSReady)."""
+        self.tls = creator
+        self._tcp.startTLS(creator)
 
     def stream_body(self, body: IO[bytes]) -> None:
         """Send the message in ``body`` (from its start) after DataAccepted."""
@@ -271,7 +311,7 @@ class _BodyProducer:
         if self._stopped:
             return
         session = self._connection.session
-        if session.stage is not Stage.BODY:
+        if not session.sending_body:
             # The server answered before the end (or the session ended).
             self._finish()
             return
@@ -299,7 +339,7 @@ class _BodyProducer:
 # -- the steps ------------------------------------------------------------------
 
 
-class _ConnectFailed(Exception):
+class ConnectFailed(Exception):
     def __init__(self, reply: Reply) -> None:
         super().__init__(reply.one_line())
         self.reply = reply
@@ -315,15 +355,20 @@ async def open_connection(
     lmtp: bool = False,
     bind_address: str | None = None,
     server_name: str | None = None,
+    unix: bool = False,
+    chunking: bool = True,
 ) -> tuple[ClientConnection, Event]:
     """Connect and wait for the handshake.  Returns the connection and the
     event that ended the handshake (Ready, GreetingRejected, Closed or
-    ProtocolError).  Raises :class:`_ConnectFailed` when no connection."""
+    ProtocolError).  Raises :class:`ConnectFailed` when no connection.
+    With ``unix`` the host is a UNIX-domain socket path (LMTP)."""
     name = server_name or host
     literal = _ip(host)
     bind = (bind_address, 0) if bind_address else None
     endpoint: Any
-    if literal is None:
+    if unix:
+        endpoint = UNIXClientEndpoint(reactor, host, timeout=timeouts.connect)  # type: ignore[no-untyped-call]
+    elif literal is None:
         endpoint = HostnameEndpoint(reactor, host, port, timeout=timeouts.connect, bindAddress=bind)
     elif literal.version == 4:
         endpoint = TCP4ClientEndpoint(
@@ -333,7 +378,8 @@ async def open_connection(
         endpoint = TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
             reactor, host, port, timeout=timeouts.connect, bindAddress=bind
         )
-    session = ClientSession(helo_name, lmtp=lmtp, peer=_peer(name, host if literal else ""))
+    shown_ip = host if (literal or unix) else ""
+    session = ClientSession(helo_name, lmtp=lmtp, peer=_peer(name, shown_ip), chunking=chunking)
     factory = Factory.forProtocol(lambda: ClientConnection(session, reactor, timeouts))
     attempt = endpoint.connect(factory)
     # Bound name resolution too, not only each TCP attempt.
@@ -341,9 +387,141 @@ async def open_connection(
     try:
         connection: ClientConnection = await attempt
     except Exception as e:
-        raise _ConnectFailed(_connect_reply(e, name, host if literal else "", port))
-    session.peer = _peer(name, connection.peer_ip)
+        raise ConnectFailed(_connect_reply(e, name, shown_ip, port, unix=unix))
+    session.peer = _peer(name, host if unix else connection.peer_ip)
     return connection, await connection.next_event()
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """What :func:`establish` demands of a server.  ``tls``: the TLS plan
+    (None or level none: no STARTTLS).  ``credentials``: SASL username and
+    password (None: no AUTH); ``mechanisms``: those allowed by
+    smtp_sasl_mechanism_filter (empty: PLAIN and LOGIN);
+    ``plaintext_mechs_in_clear``/``plaintext_mechs_over_tls``: whether
+    PLAIN/LOGIN pass smtp_sasl_security_options /
+    smtp_sasl_tls_security_options (no ``noplaintext``)."""
+
+    tls: TlsPlan | None = None
+    credentials: tuple[str, str] | None = None
+    mechanisms: tuple[str, ...] = ()
+    plaintext_mechs_in_clear: bool = False
+    plaintext_mechs_over_tls: bool = True
+    auth_soft_bounce: bool = True
+
+
+@dataclass(frozen=True)
+class Established:
+    """The result of :func:`establish`: ``failure`` is None when the
+    connection may carry mail; otherwise the reply for every recipient.
+    ``tls`` is the handshake's outcome (None: plaintext);
+    ``tls_failed``: the handshake itself failed (``may`` retries in
+    plaintext); ``try_next_host``: another server may do better."""
+
+    failure: Reply | None = None
+    tls: TlsOutcome | None = None
+    tls_failed: bool = False
+    try_next_host: bool = True
+    authenticated: str = ""  # the SASL username that was accepted
+    remote: bool = False  # ``failure`` is the server's own reply (greeting, EHLO)
+
+
+async def establish(
+    connection: ClientConnection, event: Event, policy: SessionPolicy
+) -> Established:
+    """STARTTLS and AUTH after the EHLO ``event``, as ``policy`` says."""
+    peer = connection.session.peer
+    if not isinstance(event, Ready):
+        if isinstance(event, GreetingRejected):
+            return Established(event.reply, try_next_host=True, remote=True)
+        return Established(failure_reply(connection, event))
+    session = connection.session
+    plan = policy.tls
+    outcome: TlsOutcome | None = None
+    if plan is not None and plan.wants_tls and not session.lmtp:
+        if "STARTTLS" in session.extensions:
+            session.starttls()
+            connection.pump()
+            event = await connection.next_event()
+            if isinstance(event, TLSReady):
+                creator = ClientTLS(plan)
+                connection.start_tls(creator)
+                session.tls_started()
+                connection.pump()
+                event = await connection.next_event()
+                if not isinstance(event, Ready):
+                    if connection.tls_error or (
+                        isinstance(event, Closed) and not connection.tls_done
+                    ):
+                        why = connection.tls_error or "handshake failure"
+                        reply = Reply(
+                            454 if plan.mandatory else 451, "7.5", f"Cannot start TLS: {why}"
+                        )
+                        return Established(reply, tls_failed=True)
+                    return Established(failure_reply(connection, event))
+                outcome = creator.outcome()
+                reason = dane.check(plan, outcome) if plan.tlsa else check_outcome(plan, outcome)
+                if plan.tlsa and reason is None:
+                    outcome = TlsOutcome(**{**outcome.__dict__, "dane": True})
+                if reason is not None:
+                    return Established(Reply(454, "7.5", reason), tls=outcome)
+            elif isinstance(event, TLSRefused):
+                if plan.mandatory:
+                    return Established(
+                        Reply(
+                            454,
+                            "7.5",
+                            f"TLS is required, but host {peer} refused to start TLS: "
+                            f"{event.reply.one_line()}",
+                        )
+                    )
+            else:
+                return Established(failure_reply(connection, event))
+        elif plan.mandatory:
+            return Established(
+                Reply(454, "7.4", f"TLS is required, but was not offered by host {peer}")
+            )
+    authenticated = ""
+    if policy.credentials is not None and "AUTH" in session.extensions:
+        offered = session.extensions["AUTH"].upper().split()
+        allowed = policy.mechanisms or ("PLAIN", "LOGIN")
+        plaintext_ok = (
+            policy.plaintext_mechs_over_tls if session.tls else policy.plaintext_mechs_in_clear
+        )
+        usable = [m for m in ("PLAIN", "LOGIN") if m in offered and m in allowed]
+        if not plaintext_ok:
+            usable = []
+        if not usable:
+            return Established(
+                Reply(
+                    451,
+                    "7.0",
+                    f"SASL authentication failed; cannot authenticate to server {peer}: "
+                    "no mechanism available",
+                ),
+                tls=outcome,
+            )
+        username, password = policy.credentials
+        session.authenticate(usable[0], username, password)
+        connection.pump()
+        event = await connection.next_event()
+        if isinstance(event, AuthFailed):
+            reply = event.reply
+            code = reply.code
+            if code >= 500 and policy.auth_soft_bounce:
+                code -= 100
+            return Established(
+                Reply(
+                    code,
+                    reply.detail or "7.0",
+                    f"SASL authentication failed; server {peer} said: {reply.one_line()}",
+                ),
+                tls=outcome,
+            )
+        if not isinstance(event, Authenticated):
+            return Established(failure_reply(connection, event), tls=outcome)
+        authenticated = username
+    return Established(None, tls=outcome, try_next_host=False, authenticated=authenticated)
 
 
 async def run_transaction(
@@ -351,8 +529,12 @@ async def run_transaction(
 ) -> list[Reply]:
     """Send one message on a connection that is Ready; one final reply per
     recipient.  Failures (timeout, lost connection, protocol error) become
-    temporary replies for the recipients that have no final reply yet."""
+    temporary replies for the recipients that have no final reply yet.
+    Afterwards :attr:`ClientConnection.remote` tells, per reply, whether
+    the server gave it (False: made up here)."""
     finals: list[Reply | None] = [None] * len(tx.recipients)
+    connection.transactions += 1
+    connection.body_started = False
     connection.session.start_transaction(tx)
     connection.pump()
     while True:
@@ -361,11 +543,15 @@ async def run_transaction(
             if not event.reply.is_positive:
                 finals[event.index] = event.reply
         elif isinstance(event, DataAccepted):
+            connection.body_started = True
             connection.stream_body(body)
         elif isinstance(event, MessageDone | TransactionFailed):
+            local = isinstance(event, TransactionFailed) and event.local
+            connection.remote = [not local] * len(event.replies)
             return event.replies
         else:
             failure = failure_reply(connection, event)
+            connection.remote = [reply is not None for reply in finals]
             return [reply or failure for reply in finals]
 
 
@@ -419,11 +605,15 @@ async def deliver(
     lmtp: bool = False,
     bind_address: str | None = None,
     server_name: str | None = None,
+    policy: SessionPolicy | None = None,
+    unix: bool = False,
+    chunking: bool = True,
 ) -> DeliveryResult:
     """Deliver the message in ``message_path`` to ``recipients`` through
     host:port with one transaction, then QUIT.  ``host`` is a name or an
-    address; ``server_name`` is the name to show for it when the caller has
-    already resolved it (an MX host).  Never raises."""
+    address (a socket path with ``unix``); ``server_name`` is the name to
+    show for it when the caller has already resolved it (an MX host).
+    Never raises."""
     count = len(recipients)
     try:
         body = message_path.open("rb")
@@ -443,6 +633,9 @@ async def deliver(
                 lmtp=lmtp,
                 bind_address=bind_address,
                 server_name=server_name,
+                policy=policy or SessionPolicy(),
+                unix=unix,
+                chunking=chunking,
             )
         except Exception as e:
             # A bug must defer the mail, not lose it or stop the queue.
@@ -463,6 +656,9 @@ async def _deliver(
     lmtp: bool,
     bind_address: str | None,
     server_name: str | None,
+    policy: SessionPolicy,
+    unix: bool,
+    chunking: bool,
 ) -> DeliveryResult:
     count = len(tx.recipients)
     try:
@@ -475,23 +671,37 @@ async def _deliver(
             lmtp=lmtp,
             bind_address=bind_address,
             server_name=server_name,
+            unix=unix,
+            chunking=chunking,
         )
-    except _ConnectFailed as e:
+    except ConnectFailed as e:
         return DeliveryResult([e.reply] * count, "", try_next_host=True)
-    relay = f"{connection.session.peer}:{port}"
+    relay = connection_relay(connection, port, unix=unix)
+    ready = Established(failure=Reply(451, "4.0", "no session"))
     try:
-        if isinstance(event, Ready):
+        ready = await establish(connection, event, policy)
+        if ready.failure is None:
             replies = await run_transaction(connection, tx, body)
-        elif isinstance(event, GreetingRejected):
-            # A 5xx greeting fails every recipient for good; 4xx defers.
-            replies = [event.reply] * count
         else:
-            replies = [failure_reply(connection, event)] * count
+            replies = [ready.failure] * count
         await close_connection(connection)
     finally:
         await connection.close(abort=True)
     log = "\n".join(connection.session.transcript)
-    return DeliveryResult(replies, relay, log, try_next_host=not isinstance(event, Ready))
+    return DeliveryResult(
+        replies,
+        relay,
+        log,
+        try_next_host=ready.failure is not None and ready.try_next_host,
+        tls=ready.tls,
+        tls_failed=ready.tls_failed,
+    )
+
+
+def connection_relay(connection: ClientConnection, port: int, *, unix: bool = False) -> str:
+    """The relay as Postfix logs it: ``host[ip]:port`` (``host[path]`` for
+    a UNIX-domain socket)."""
+    return connection.session.peer if unix else f"{connection.session.peer}:{port}"
 
 
 def transaction_for(envelope: Envelope, recipients: list[Recipient], size: int) -> Transaction:
@@ -522,16 +732,38 @@ def transaction_for(envelope: Envelope, recipients: list[Recipient], size: int) 
     )
 
 
-def _connect_reply(e: BaseException, name: str, ip: str, port: int) -> Reply:
-    where = f"connect to {_peer(name, ip)}:{port}"
+def _connect_reply(e: BaseException, name: str, ip: str, port: int, *, unix: bool = False) -> Reply:
+    where = f"connect to {_peer(name, ip)}" if unix else f"connect to {_peer(name, ip)}:{port}"
     if isinstance(e, neterror.ConnectionRefusedError):
         return Reply(451, "4.1", f"{where}: Connection refused")
     if isinstance(e, TimeoutError | defer.TimeoutError | neterror.TimeoutError):
         return Reply(451, "4.1", f"{where}: Connection timed out")
     if isinstance(e, neterror.DNSLookupError):
         return Reply(451, "4.3", f"Host or domain name not found: {name}")
+    if unix:
+        text = str(e).lower()
+        if "no such file" in text or "errno 2]" in text:
+            return Reply(451, "4.1", f"{where}: No such file or directory")
+        if "refused" in text:
+            return Reply(451, "4.1", f"{where}: Connection refused")
+        if "permission" in text:
+            return Reply(451, "4.1", f"{where}: Permission denied")
     reason = e.__class__.__name__ if not str(e) else str(e)
     return Reply(451, "4.1", f"{where}: {reason}")
+
+
+def _tls_reason(reason: Failure) -> str:
+    """A short text for a failed TLS handshake."""
+    from OpenSSL import SSL
+
+    value = reason.value
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        parts = [str(item[-1]) for item in value.args[0] if item]
+        if parts:
+            return ", ".join(parts)
+    if isinstance(value, neterror.ConnectionDone | neterror.ConnectionLost):
+        return "lost connection during the handshake"
+    return str(value) or value.__class__.__name__
 
 
 def _peer(name: str, ip: str) -> str:

@@ -5,10 +5,24 @@ passed in).  It is rebuilt from the queue store at start, so it never needs
 to be saved.  The queue manager asks it what is due, and tells it when a
 message was tried and how that went.
 
-Retry timing follows Postfix: the first retry after ``minimal_backoff_time``,
-each later one twice the previous wait, capped at ``maximal_backoff_time``;
-a message older than ``maximal_queue_lifetime`` (``bounce_queue_lifetime``
-for notices, which have the null sender) is given up and bounced.
+Inputs: arrival times, the time of the attempt that just ended, the
+retry parameters.  Outputs: ``RetryPolicy`` (when to try again, when a
+message has expired, when its sender is owed a delay warning) and
+``Scheduler`` (a heap of due times keyed by queue id).
+
+Retry timing is Postfix's (qmgr_active.c): after a failed attempt the next
+one waits as long as the message is old, but at least
+``minimal_backoff_time`` and at most ``maximal_backoff_time`` — so the waits
+double (300 s, 300 s, 600 s, 1200 s, ...) up to the cap, and a restart does
+not reset them.  A message whose age has reached ``maximal_queue_lifetime``
+(``bounce_queue_lifetime`` for notices, which have the null sender) when an
+attempt fails is returned to its sender; 0 means "try once".
+
+``queue_run_delay`` is, in Postfix, how often qmgr scans the deferred queue
+for messages whose time has come.  Here every deferred message has an exact
+timer, so nothing waits for a scan; the queue manager instead rescans the
+queue directories every ``queue_run_delay`` to learn of changes that the
+``mta`` tools made behind its back when their wake-up message was lost.
 """
 
 from __future__ import annotations
@@ -19,25 +33,37 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    minimal_backoff: float = 300.0
-    maximal_backoff: float = 4000.0
-    queue_lifetime: float = 5 * 86400.0
-    bounce_lifetime: float = 5 * 86400.0
-    delay_warning: float = 0.0  # 0: no delay warnings
+    minimal_backoff: float = 300.0  # minimal_backoff_time
+    maximal_backoff: float = 4000.0  # maximal_backoff_time
+    queue_lifetime: float = 5 * 86400.0  # maximal_queue_lifetime
+    bounce_lifetime: float = 5 * 86400.0  # bounce_queue_lifetime
+    delay_warning: float = 0.0  # delay_warning_time; 0: no delay warnings
+    queue_run_delay: float = 300.0  # how often the queue directories are rescanned
 
-    def backoff(self, attempts: int) -> float:
-        """Wait before the next try after ``attempts`` failed tries (>= 1)."""
-        if attempts < 1:
-            return 0.0
-        wait = self.minimal_backoff * (2.0 ** min(attempts - 1, 32))
-        return max(self.minimal_backoff, min(wait, self.maximal_backoff))
+    def backoff(self, arrival: float, now: float) -> float:
+        """The wait before the next attempt, after one failed at ``now``:
+        the message's age, clamped to [minimal, maximal] backoff."""
+        low = self.minimal_backoff
+        high = max(low, self.maximal_backoff)
+        return min(max(now - arrival, low), high)
+
+    def next_try(self, arrival: float, now: float) -> float:
+        return now + self.backoff(arrival, now)
+
+    def lifetime(self, *, null_sender: bool) -> float:
+        return self.bounce_lifetime if null_sender else self.queue_lifetime
 
     def expired(self, arrival: float, now: float, *, null_sender: bool) -> bool:
-        lifetime = self.bounce_lifetime if null_sender else self.queue_lifetime
-        return now - arrival >= lifetime
+        """True when a message of this age is to be returned, not retried."""
+        return now - arrival >= self.lifetime(null_sender=null_sender)
+
+    def retry_until(self, arrival: float, *, null_sender: bool) -> float:
+        """Until when a deferred message is retried (RFC 3464 Will-Retry-Until)."""
+        return arrival + self.lifetime(null_sender=null_sender)
 
     def warning_due(self, arrival: float, now: float, *, warned: bool) -> bool:
-        return bool(self.delay_warning) and not warned and now - arrival >= self.delay_warning
+        """A delay warning is owed once, when the message is this old."""
+        return self.delay_warning > 0 and not warned and now - arrival >= self.delay_warning
 
 
 class Scheduler:
@@ -53,6 +79,12 @@ class Scheduler:
 
     def __contains__(self, queue_id: object) -> bool:
         return queue_id in self._due
+
+    def ids(self) -> list[str]:
+        return list(self._due)
+
+    def due_time(self, queue_id: str) -> float | None:
+        return self._due.get(queue_id)
 
     def schedule(self, queue_id: str, due: float) -> None:
         """(Re)schedule a message; a later call replaces an earlier one."""
@@ -70,9 +102,9 @@ class Scheduler:
         return self._heap[0][0] if self._heap else None
 
     def pop_due(self, now: float, limit: int) -> list[str]:
-        """Remove and return up to ``limit`` messages due at ``now``."""
+        """Remove and return up to ``limit`` messages due at ``now``, earliest first."""
         out: list[str] = []
-        while self._heap and len(out) < limit:
+        while len(out) < limit:
             self._drop_stale()
             if not self._heap or self._heap[0][0] > now:
                 break
@@ -85,7 +117,8 @@ class Scheduler:
         """``mta flush``: everything is due now.  Returns how many."""
         ids = list(self._due)
         for qid in ids:
-            self.schedule(qid, now)
+            if self._due[qid] > now:
+                self.schedule(qid, now)
         return len(ids)
 
     def _drop_stale(self) -> None:

@@ -8,6 +8,7 @@ Layout under ``queue_directory`` (docs/queue.md explains it for operators)::
     STATE/envelope/ID.json     its envelope (mta.envelope), readable JSON
     corrupt/note/NAME          why corrupt/cur/NAME was quarantined
     pid/                       the daemon's pid file
+    public/qmgr                the tools' wake-up FIFO (mta.queue.trigger)
 
 for STATE in ``incoming``, ``active``, ``deferred``, ``hold``, ``corrupt``.
 Mail readers see each STATE as a maildir of the queued messages; the sidecar
@@ -27,9 +28,12 @@ Two orderings make every crash recoverable without guessing:
   sidecar and that file.
 
 Inputs: the queue directory and a ``GroupSyncer``.  Outputs: ``QueueStore``
-(receive, move, update, delete, load, find, recover, counts) and the
-``tool_*`` operations that the ``mta queue`` commands run in their own
-process beside the daemon.
+(receive, move, update, delete, load, find, quarantine, recover, listing,
+counts); ``commit_blocking`` for ``mta sendmail``; and the ``tool_*``
+operations that the ``mta queue`` commands run in their own process beside
+the daemon.  A tool run by root beside a daemon that runs as ``mail_owner``
+gives the files it creates to the queue directory's owner, so that the
+daemon can read them.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -73,6 +78,15 @@ class ToolResult(enum.Enum):
     UNCHANGED = "unchanged"  # already in the wanted state
     ABSENT = "absent"  # no such message (or it left the queue meanwhile)
     BUSY = "busy"  # the daemon owns it now (active, or mid-commit/move): try later
+
+
+@dataclass
+class Listing:
+    """What ``QueueStore.listing`` saw: per state, each message file's size,
+    and which ids had their sidecar beside them (complete messages)."""
+
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    complete: dict[str, set[str]] = field(default_factory=dict)
 
 
 class IncomingMessage:
@@ -147,6 +161,16 @@ class QueueStore:
         self.root = Path(root)
         self._syncer = syncer
         self._fsync: FsyncFunction = syncer.fsync if syncer is not None else os.fsync
+        # A tool run by root beside a daemon that dropped to mail_owner: the
+        # files it creates must belong to the queue's owner.
+        self._owner: tuple[int, int] | None = None
+        if syncer is None and os.geteuid() == 0:
+            try:
+                st = os.stat(self.root)
+            except OSError:
+                st = None
+            if st is not None and st.st_uid != 0:
+                self._owner = (st.st_uid, st.st_gid)
         self._where: dict[str, tuple[str, int]] = {}  # live queue id -> (state, size)
         self._counts = dict.fromkeys(STATES, 0)
         self._bytes = dict.fromkeys(STATES, 0)
@@ -197,6 +221,12 @@ class QueueStore:
                 fd = os.open(path, _CREATE_FLAGS, _FILE_MODE)
             except FileExistsError:
                 continue
+            try:
+                self._adopt(fd)
+            except OSError:
+                os.close(fd)
+                _unlink_quietly(path)
+                raise
             return IncomingMessage(queue_id, path, os.fdopen(fd, "wb"))
 
     async def commit(self, msg: IncomingMessage, envelope: Envelope) -> None:
@@ -221,7 +251,7 @@ class QueueStore:
             envelope.size = msg.size
             msg_fd = msg._release_fd()
             try:
-                env_fd = _write_new(env_tmp, envelope.to_json())
+                env_fd = _write_new(env_tmp, envelope.to_json(), self._owner)
             except BaseException:
                 os.close(msg_fd)
                 raise
@@ -235,6 +265,52 @@ class QueueStore:
             os.rename(env_tmp, env_final)
             env_renamed = True
             await syncer.sync_dir(env_final.parent)
+        except BaseException:
+            msg._state = "aborted"
+            if env_renamed:
+                _unlink_quietly(env_final)
+            _unlink_quietly(env_tmp)
+            if msg_renamed:
+                _unlink_quietly(msg_final)
+            msg._discard()
+            raise
+        msg._state = "committed"
+        self._add("incoming", queue_id, msg.size)
+
+    def commit_blocking(self, msg: IncomingMessage, envelope: Envelope) -> None:
+        """``commit`` with blocking fsyncs, for ``mta sendmail`` (its own
+        process, which may run without the daemon): the same steps in the
+        same order, so a crash at any point leaves what ``recover`` expects."""
+        if msg._state != "open":
+            raise ValueError(f"{msg.queue_id}: message already committed or aborted")
+        if envelope.queue_id != msg.queue_id:
+            raise ValueError(f"envelope {envelope.queue_id!r} is not message {msg.queue_id!r}")
+        queue_id = msg.queue_id
+        msg._state = "committing"
+        env_tmp = self.state_dir("incoming", TMP_DIR) / (queue_id + ENVELOPE_SUFFIX)
+        msg_final = self.message_path("incoming", queue_id)
+        env_final = self.envelope_path("incoming", queue_id)
+        msg_renamed = env_renamed = False
+        try:
+            if msg.failed is not None:
+                raise msg.failed
+            envelope.size = msg.size
+            msg_fd = msg._release_fd()
+            try:
+                self._fsync(msg_fd)
+            finally:
+                os.close(msg_fd)
+            env_fd = _write_new(env_tmp, envelope.to_json(), self._owner)
+            try:
+                self._fsync(env_fd)
+            finally:
+                os.close(env_fd)
+            os.rename(msg.path, msg_final)
+            msg_renamed = True
+            fsync_path(msg_final.parent, self._fsync)
+            os.rename(env_tmp, env_final)
+            env_renamed = True
+            fsync_path(env_final.parent, self._fsync)
         except BaseException:
             msg._state = "aborted"
             if env_renamed:
@@ -288,7 +364,7 @@ class QueueStore:
         if not self.message_path(state, queue_id).exists():
             raise FileNotFoundError(f"{queue_id}: no message in {state}")
         tmp = self.state_dir(state, TMP_DIR) / f"{queue_id}{ENVELOPE_SUFFIX}.{secrets.token_hex(4)}"
-        fd = _write_new(tmp, envelope.to_json())
+        fd = _write_new(tmp, envelope.to_json(), self._owner)
         try:
             await syncer.sync_fds([fd])
             os.rename(tmp, final)
@@ -307,8 +383,37 @@ class QueueStore:
         self._removed(queue_id, state)
 
     def load(self, state: str, queue_id: str) -> Envelope:
-        """The envelope of a message; raises OSError or ValueError."""
-        return Envelope.from_json(self.envelope_path(state, queue_id).read_bytes())
+        """The envelope of a message; raises OSError (missing, unreadable)
+        or ValueError (not an envelope, or another message's)."""
+        envelope = Envelope.from_json(self.envelope_path(state, queue_id).read_bytes())
+        if envelope.queue_id != queue_id:
+            raise ValueError(f"envelope names another queue id: {envelope.queue_id!r}")
+        return envelope
+
+    def exists(self, state: str, queue_id: str) -> bool:
+        """Is the message file in ``state``?"""
+        return self.message_path(state, queue_id).exists()
+
+    def read_message(self, state: str, queue_id: str, limit: int = -1) -> bytes:
+        """The queued message (its first ``limit`` octets); blocks: run it
+        in a thread."""
+        with open(self.message_path(state, queue_id), "rb") as f:
+            return f.read(limit)
+
+    def quarantine(self, state: str, queue_id: str, reason: str) -> str:
+        """Move a message and its sidecar (what exists of them) from
+        ``state`` into ``corrupt`` with a note saying ``reason``, and log
+        it: for a file that turned out unreadable while the daemon runs.
+        Returns the name it has in ``corrupt``."""
+        msg_state = state if self.message_path(state, queue_id).exists() else None
+        env_state = state if self.envelope_path(state, queue_id).exists() else None
+        name = self._quarantine(queue_id, msg_state, env_state, reason)
+        if msg_state is not None:
+            size = self._where.get(queue_id, (state, 0))[1]
+            self._removed(queue_id, state)
+            self._counts["corrupt"] += 1
+            self._bytes["corrupt"] += size
+        return name
 
     def find(self, queue_id: str) -> str | None:
         """The state whose directory holds the message, else None (also
@@ -334,6 +439,30 @@ class QueueStore:
         """Octets of the messages in the live states (not ``corrupt``)."""
         return sum(self._bytes[s] for s in LIVE_STATES)
 
+    def listing(self) -> Listing:
+        """Every message file and sidecar, per state (blocking: a few
+        directory reads; run it in a thread).  For ``apply_listing``, and
+        for the queue manager to learn what tools changed."""
+        out = Listing()
+        for state in STATES:
+            out.sizes[state] = dict(_files(self.state_dir(state, MESSAGE_DIR)))
+            names = _names(self.state_dir(state, ENVELOPE_DIR))
+            out.complete[state] = {
+                n[: -len(ENVELOPE_SUFFIX)]
+                for n in names
+                if n.endswith(ENVELOPE_SUFFIX) and n[: -len(ENVELOPE_SUFFIX)] in out.sizes[state]
+            }
+        return out
+
+    def apply_listing(self, listing: Listing) -> None:
+        """Take counts and sizes from a listing (see ``refresh``)."""
+        self._where.clear()
+        self._counts = dict.fromkeys(STATES, 0)
+        self._bytes = dict.fromkeys(STATES, 0)
+        for state in STATES:
+            for name, size in listing.sizes.get(state, {}).items():
+                self._add(state, name, size)
+
     def refresh(self) -> None:
         """Re-read counts and sizes from the directories (no sidecars): for
         after ``mta queue`` tools changed the queue behind this process."""
@@ -346,44 +475,66 @@ class QueueStore:
 
     # -- the tools' operations -----------------------------------------------------------
     #
-    # `mta queue hold|release|requeue|delete` run in their own process while the
-    # daemon runs.  Rules: a tool never touches `active` (the daemon's); it acts
-    # only on a message whose sidecar sits beside it (else a commit or a move
-    # is under way: BUSY); it acts by renames, which are atomic, so of a tool
-    # and the daemon racing for one message exactly one wins and the other
-    # sees the file gone; and it tolerates that (looks again, or ABSENT).
+    # `mta queue hold|release|requeue|delete` and `mta sendmail` run in their own
+    # process while the daemon runs.  Rules: a tool never touches `active` while
+    # the daemon runs (it asks the daemon instead: mta.queue.trigger); it acts
+    # only on a message whose sidecar sits beside it (else a commit or a move is
+    # under way: BUSY); it acts by renames, which are atomic, so of a tool and
+    # the daemon racing for one message exactly one wins and the other sees the
+    # file gone; and it tolerates that (looks again, or ABSENT).  A sidecar is
+    # only ever rewritten in `hold`, where the daemon never looks.
 
-    def tool_move(self, queue_id: str, dst_state: str) -> ToolResult:
-        """Move a message to ``dst_state`` (any state but ``active``),
-        durably (blocking fsync)."""
+    def tool_move(
+        self,
+        queue_id: str,
+        dst_state: str,
+        *,
+        sources: tuple[str, ...] = LIVE_STATES,
+        edit: Callable[[Envelope], None] | None = None,
+        allow_active: bool = False,
+    ) -> ToolResult:
+        """Move a message found in one of ``sources`` to ``dst_state`` (not
+        ``active``), durably (blocking fsync).  ``edit`` changes the sidecar
+        on the way: the message passes through ``hold`` for that.
+        ``allow_active``: the daemon is not running, so ``active`` is fair
+        game.  Raises ValueError for a sidecar that cannot be read (the
+        message is then left in ``hold``)."""
         if dst_state == "active":
             raise ValueError("the tools never move messages into active")
         _check(dst_state, queue_id)
         for _ in range(3):
-            src = self._tool_source(queue_id)
+            src = self._tool_source(queue_id, allow_active)
             if isinstance(src, ToolResult):
                 return src
-            if src == dst_state:
+            if src not in sources:
+                return ToolResult.ABSENT
+            if src == dst_state and edit is None:
                 return ToolResult.UNCHANGED
-            dst_msg = self.message_path(dst_state, queue_id)
-            try:
-                os.rename(self.message_path(src, queue_id), dst_msg)
-            except FileNotFoundError:
+            via = "hold" if edit is not None else dst_state
+            if src != via and not self._tool_rename(queue_id, src, via):
                 continue  # the daemon or another tool got there first: look again
-            self._tool_carry_envelope(queue_id, src, dst_state)
-            for sub in (MESSAGE_DIR, ENVELOPE_DIR):
-                fsync_path(self.state_dir(dst_state, sub), self._fsync)
-            self._moved(queue_id, src, dst_state, dst_msg)
+            if edit is not None:
+                self._tool_edit(queue_id, edit)
+                if dst_state != "hold":
+                    self._tool_rename(queue_id, "hold", dst_state)
             return ToolResult.MOVED
         return ToolResult.ABSENT
 
-    def tool_delete(self, queue_id: str) -> ToolResult:
-        """Delete a message that is not ``active``, durably."""
+    def tool_delete(
+        self,
+        queue_id: str,
+        *,
+        sources: tuple[str, ...] = STATES,
+        allow_active: bool = False,
+    ) -> ToolResult:
+        """Delete a message found in one of ``sources``, durably."""
         _check_id(queue_id)
         for _ in range(3):
-            src = self._tool_source(queue_id)
+            src = self._tool_source(queue_id, allow_active)
             if isinstance(src, ToolResult):
                 return src
+            if src not in sources:
+                return ToolResult.ABSENT
             tomb = self.state_dir(src, TMP_DIR) / (queue_id + DELETED_SUFFIX)
             try:
                 os.rename(self.message_path(src, queue_id), tomb)
@@ -399,18 +550,56 @@ class QueueStore:
             return ToolResult.DELETED
         return ToolResult.ABSENT
 
-    def _tool_source(self, queue_id: str) -> str | ToolResult:
+    def _tool_source(self, queue_id: str, allow_active: bool = False) -> str | ToolResult:
         """The state a tool may take the message from, or why it may not."""
         src = self.find(queue_id)
         if src is None:
             return ToolResult.ABSENT
-        if src == "active":
+        if src == "active" and not allow_active:
             return ToolResult.BUSY
         # The daemon never writes into corrupt, where a file may well lack
         # its sidecar; elsewhere a missing one means a move is under way.
         if src != "corrupt" and not self.envelope_path(src, queue_id).exists():
             return ToolResult.BUSY
         return src
+
+    def _tool_rename(self, queue_id: str, src: str, dst: str) -> bool:
+        """Message, then sidecar, from ``src`` to ``dst``, durably; False
+        when the message left ``src`` before we could take it."""
+        dst_msg = self.message_path(dst, queue_id)
+        try:
+            os.rename(self.message_path(src, queue_id), dst_msg)
+        except FileNotFoundError:
+            return False
+        self._tool_carry_envelope(queue_id, src, dst)
+        for sub in (MESSAGE_DIR, ENVELOPE_DIR):
+            fsync_path(self.state_dir(dst, sub), self._fsync)
+        self._moved(queue_id, src, dst, dst_msg)
+        return True
+
+    def _tool_edit(self, queue_id: str, edit: Callable[[Envelope], None]) -> None:
+        """Rewrite the sidecar of a held message atomically and durably."""
+        final = self.envelope_path("hold", queue_id)
+        envelope = Envelope.from_json(final.read_bytes())
+        if envelope.queue_id != queue_id:
+            raise ValueError(f"envelope names another queue id: {envelope.queue_id!r}")
+        edit(envelope)
+        name = f"{queue_id}{ENVELOPE_SUFFIX}.{secrets.token_hex(4)}"
+        tmp = self.state_dir("hold", TMP_DIR) / name
+        fd = _write_new(tmp, envelope.to_json(), self._owner)
+        try:
+            self._fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        fsync_path(final.parent, self._fsync)
 
     def _tool_carry_envelope(self, queue_id: str, src: str, dst: str) -> None:
         """Bring the sidecar after the message.  It was beside the message in
@@ -550,20 +739,20 @@ class QueueStore:
     # -- quarantine -----------------------------------------------------------------------------
     def _quarantine(
         self, queue_id: str, msg_state: str | None, env_state: str | None, reason: str
-    ) -> None:
+    ) -> str:
         files: list[tuple[Path, str]] = []
         if msg_state is not None:
             files.append((self.message_path(msg_state, queue_id), MESSAGE_DIR))
         if env_state is not None:
             files.append((self.envelope_path(env_state, queue_id), ENVELOPE_DIR))
-        self._to_corrupt(queue_id, files, reason)
+        return self._to_corrupt(queue_id, files, reason)
 
     def _quarantine_stray(self, path: Path, sub: str, reason: str) -> None:
         self._to_corrupt(new_queue_id(), [(path, sub)], reason)
 
-    def _to_corrupt(self, name: str, files: list[tuple[Path, str]], reason: str) -> None:
+    def _to_corrupt(self, name: str, files: list[tuple[Path, str]], reason: str) -> str:
         """Move ``files`` into ``corrupt`` under ``name`` (a fresh one if
-        taken) and write the reason to ``corrupt/note/NAME``."""
+        taken) and write the reason to ``corrupt/note/NAME``; returns NAME."""
         while any(self._corrupt_path(name, sub).exists() for sub in (MESSAGE_DIR, ENVELOPE_DIR)):
             name = new_queue_id()
         lines = [f"reason: {reason}", f"time: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"]
@@ -579,9 +768,12 @@ class QueueStore:
                 "queue: %s quarantined as %s: %s", path.relative_to(self.root), name, reason
             )
         try:
-            _write_all(self.state_dir("corrupt", NOTE_DIR) / name, "\n".join(lines) + "\n")
+            _write_all(
+                self.state_dir("corrupt", NOTE_DIR) / name, "\n".join(lines) + "\n", self._owner
+            )
         except OSError as e:
             log.error("cannot write note for %s: %s", name, e)
+        return name
 
     def _corrupt_path(self, name: str, sub: str) -> Path:
         suffix = ENVELOPE_SUFFIX if sub == ENVELOPE_DIR else ""
@@ -610,6 +802,12 @@ class QueueStore:
                 log.warning("queue: ignoring %s: not a regular file", entry.path)
 
     # -- bookkeeping ----------------------------------------------------------------------------
+    def _adopt(self, fd: int) -> None:
+        """Give a file this process created to the queue's owner (tools run
+        by root beside a daemon that runs as mail_owner)."""
+        if self._owner is not None:
+            os.fchown(fd, *self._owner)
+
     def _need_syncer(self) -> GroupSyncer:
         if self._syncer is None:
             raise RuntimeError("this QueueStore has no syncer: tool operations only")
@@ -672,11 +870,22 @@ def _files(directory: Path) -> Iterator[tuple[str, int]]:
             continue  # gone meanwhile
 
 
-def _write_new(path: Path, data: bytes) -> int:
+def _names(directory: Path) -> list[str]:
+    try:
+        with os.scandir(directory) as it:
+            return [e.name for e in it]
+    except OSError as e:
+        log.error("cannot read %s: %s", directory, e)
+        return []
+
+
+def _write_new(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> int:
     """Create ``path`` (it must not exist), write ``data``; return the open
     descriptor for fsync.  On error nothing is left behind."""
     fd = os.open(path, _CREATE_FLAGS, _FILE_MODE)
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -687,9 +896,11 @@ def _write_new(path: Path, data: bytes) -> int:
     return fd
 
 
-def _write_all(path: Path, text: str) -> None:
+def _write_all(path: Path, text: str, owner: tuple[int, int] | None = None) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)
         view = memoryview(text.encode("utf-8", "surrogateescape"))
         while view:
             view = view[os.write(fd, view) :]

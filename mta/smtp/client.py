@@ -18,6 +18,16 @@ the replies before it are in (:meth:`_issue`).
 Body: after :class:`DataAccepted` the driver passes the *raw* message in
 chunks to :meth:`send_data`; the session owns a :class:`DotStuffer`, so the
 framing (dot-stuffing, CRLF, the final ".") can't be got wrong by a driver.
+When the server offers CHUNKING (RFC 3030) and the session may use it, the
+body goes out as BDAT chunks instead of DATA (no dot-stuffing, no 354):
+each chunk is one ``BDAT n``, the end ``BDAT 0 LAST``.
+
+Between transactions the driver may ask for STARTTLS (RFC 3207:
+:meth:`starttls`, then :class:`TLSReady` — start TLS on the transport and
+call :meth:`tls_started`, which sends EHLO again and forgets what the
+plaintext EHLO said — or :class:`TLSRefused`) and for AUTH (RFC 4954:
+:meth:`authenticate` with PLAIN or LOGIN; :class:`Authenticated` or
+:class:`AuthFailed`).  Credentials never reach the transcript.
 
 Results: one final :class:`Reply` per recipient, in the order given, in
 :class:`MessageDone` or :class:`TransactionFailed`.  After either, the
@@ -30,6 +40,7 @@ not ``ddd[ -]text``.
 
 from __future__ import annotations
 
+import base64
 import enum
 import re
 from collections import deque
@@ -37,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mta.reply import Reply
-from mta.smtp.dataenc import DotStuffer
+from mta.smtp.dataenc import DotStuffer, LineEndings
 
 MAX_LINE = 4096  # octets in one reply line, without CRLF (RFC 5321 4.5.3.1.5 says 512)
 MAX_REPLY_LINES = 100  # lines in one multi-line reply (EHLO lists are ~20)
@@ -57,7 +68,10 @@ class Stage(enum.Enum):
     RCPT = "sending RCPT TO"
     DATA = "sending DATA command"
     BODY = "sending message body"
+    BDAT = "sending message body"  # an intermediate BDAT chunk (RFC 3030)
     DOT = "sending end of data -- message may be sent more than once"
+    STARTTLS = "sending STARTTLS"
+    AUTH = "performing the AUTH handshake"
     RSET = "sending RSET"
     QUIT = "sending QUIT"
     IDLE = "idle"
@@ -67,7 +81,18 @@ class Stage(enum.Enum):
 # Commands after which RFC 2920 3.1 lets no other command follow before the
 # reply is in (they end a pipelined group); the greeting is not a command
 # but nothing may be sent before it either (RFC 5321 3.1).
-_GROUP_END = frozenset({Stage.GREETING, Stage.EHLO, Stage.HELO, Stage.LHLO, Stage.DATA, Stage.QUIT})
+_GROUP_END = frozenset(
+    {
+        Stage.GREETING,
+        Stage.EHLO,
+        Stage.HELO,
+        Stage.LHLO,
+        Stage.DATA,
+        Stage.QUIT,
+        Stage.STARTTLS,  # RFC 3207 4: nothing may follow before the handshake
+        Stage.AUTH,
+    }
+)
 
 # The service extension that must be offered before an ESMTP parameter may
 # be sent; a keyword not listed needs an extension of its own name.
@@ -100,6 +125,9 @@ class Transaction:
     size: int | None = None
     needs_8bit: bool = False
     needs_smtputf8: bool = False
+    # An address verification probe (Postfix verify(8)): MAIL and RCPT only,
+    # then RSET; no DATA, no message.  MessageDone carries the RCPT replies.
+    probe: bool = False
 
 
 # -- events ------------------------------------------------------------------
@@ -139,6 +167,7 @@ class TransactionFailed:
     reply: Reply
     replies: list[Reply]
     stage: Stage
+    local: bool = False  # refused by the session itself, before sending (SIZE, SMTPUTF8)
 
 
 @dataclass(frozen=True)
@@ -153,6 +182,33 @@ class MessageDone:
     after the dot, RFC 2033 4.2)."""
 
     replies: list[Reply]
+
+
+@dataclass(frozen=True)
+class TLSReady:
+    """220 to STARTTLS: start TLS on the transport, then call
+    :meth:`ClientSession.tls_started`."""
+
+
+@dataclass(frozen=True)
+class TLSRefused:
+    """STARTTLS was refused; the session is still usable in plaintext."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """235: the server accepted the credentials."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True)
+class AuthFailed:
+    """The server refused the AUTH exchange; the session is still usable."""
+
+    reply: Reply
 
 
 @dataclass(frozen=True)
@@ -172,6 +228,10 @@ class ProtocolError:
 
 Event = (
     Ready
+    | TLSReady
+    | TLSRefused
+    | Authenticated
+    | AuthFailed
     | GreetingRejected
     | RecipientReply
     | TransactionFailed
@@ -187,6 +247,7 @@ class _Conn(enum.Enum):
 
     HANDSHAKE = enum.auto()  # greeting and EHLO/HELO/LHLO
     READY = enum.auto()  # may start a transaction
+    TLS = enum.auto()  # STARTTLS or AUTH under way (or TLS being negotiated)
     TRANSACTION = enum.auto()  # MAIL..DATA, body, end of data
     REJECTED = enum.auto()  # the server refused us: only QUIT is allowed
     ABORTED = enum.auto()  # the server answered mid-body: not even QUIT makes sense
@@ -221,6 +282,11 @@ class _ReplyReader:
         if len(self._buf) > MAX_LINE + 1:  # +1: a CR waiting for its LF
             raise ValueError(f"reply line longer than {MAX_LINE} octets")
         return replies
+
+    @property
+    def pending(self) -> bool:
+        """Whether bytes of an unfinished reply are buffered."""
+        return bool(self._buf) or bool(self._lines)
 
     def _line(self, line: bytes) -> Reply | None:
         if len(line) > MAX_LINE:
@@ -263,6 +329,7 @@ class _Tx:
     failure: tuple[Reply, Stage] | None = None  # the reply that ended it, and to what
     in_body: bool = False
     dot_replies: list[Reply] = field(default_factory=list)
+    bdat: bool = False  # the body goes out as BDAT chunks (RFC 3030)
 
 
 class ClientSession:
@@ -271,12 +338,17 @@ class ClientSession:
     ``helo_name`` is sent in EHLO/HELO/LHLO; ``peer`` only names the server
     in texts the session makes up itself (SIZE and SMTPUTF8 refusals)."""
 
-    def __init__(self, helo_name: str, *, lmtp: bool = False, peer: str = "") -> None:
+    def __init__(
+        self, helo_name: str, *, lmtp: bool = False, peer: str = "", chunking: bool = True
+    ) -> None:
         _check_line_safe(helo_name, "helo name")
         self.helo_name = helo_name
         self.lmtp = lmtp
         self.peer = peer
+        self.chunking = chunking  # use BDAT when the server offers CHUNKING
         self.extensions: dict[str, str] = {}
+        self.tls = False  # TLS is on (after tls_started())
+        self._auth_steps: deque[bytes] = deque()  # LOGIN answers still to give
         self._conn = _Conn.HANDSHAKE
         self._reader = _ReplyReader()
         self._events: deque[Event] = deque()
@@ -287,6 +359,7 @@ class ClientSession:
         self._held: deque[tuple[Stage, bytes]] = deque()
         self._tx: _Tx | None = None
         self._stuffer: DotStuffer | None = None
+        self._chunker: LineEndings | None = None
         self._transcript: deque[str] = deque(maxlen=MAX_TRANSCRIPT)
 
     # -- I/O ---------------------------------------------------------------
@@ -302,11 +375,17 @@ class ClientSession:
         except ValueError as e:
             self._protocol_error(str(e))
             return
-        for reply in replies:
+        for n, reply in enumerate(replies):
             if self._conn in (_Conn.CLOSED, _Conn.ERROR):
                 break
             self._transcript.append(f"S: {reply.one_line()}")
             self._on_reply(reply)
+            if self._events and isinstance(self._events[-1], TLSReady) and n + 1 < len(replies):
+                # Plaintext after the 220 to STARTTLS would be read as if it
+                # came over TLS: a command injection (CVE-2011-0411 class).
+                self._events.pop()
+                self._protocol_error("data after the STARTTLS reply", Stage.STARTTLS)
+                break
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the server (and forget)."""
@@ -327,6 +406,11 @@ class ClientSession:
         if self._tx is not None and self._tx.in_body:
             return Stage.BODY
         return Stage.IDLE
+
+    @property
+    def sending_body(self) -> bool:
+        """True while the driver should pass message chunks to send_data()."""
+        return self._tx is not None and self._tx.in_body
 
     @property
     def reusable(self) -> bool:
@@ -350,36 +434,100 @@ class ClientSession:
             raise ValueError("rcpt_params must have one entry per recipient")
         mail = self._mail_command(tx)
         rcpts = [self._rcpt_command(tx, i) for i in range(len(tx.recipients))]
-        self._tx = _Tx(tx, rcpt_replies=[None] * len(tx.recipients))
+        self._tx = _Tx(
+            tx,
+            rcpt_replies=[None] * len(tx.recipients),
+            bdat=self.chunking and "CHUNKING" in self.extensions and not tx.probe,
+        )
         self._conn = _Conn.TRANSACTION
         refusal = self._refusal(tx)
         if refusal is not None:
             replies = [refusal] * len(tx.recipients)
-            self._end_transaction(TransactionFailed(refusal, replies, Stage.MAIL))
+            self._end_transaction(TransactionFailed(refusal, replies, Stage.MAIL, local=True))
             return
         self._issue(Stage.MAIL, mail)
         for line in rcpts:
             self._issue(Stage.RCPT, line)
-        self._issue(Stage.DATA, b"DATA")
+        if not self._tx.bdat and not tx.probe:
+            self._issue(Stage.DATA, b"DATA")
 
     def send_data(self, chunk: bytes) -> None:
         """A chunk of the raw message (CRLF lines, not dot-stuffed).  Ignored
         when the server already gave up on the message (see MessageDone)."""
-        if self._body_tx("send_data") is not None and self._stuffer is not None:
+        tx = self._body_tx("send_data")
+        if tx is None:
+            return
+        if tx.bdat and self._chunker is not None:
+            data = self._chunker.feed(chunk)
+            if data:
+                self._send_chunk(data, last=False)
+        elif self._stuffer is not None:
             self._out += self._stuffer.feed(chunk)
 
     def end_data(self) -> None:
-        """The whole message was passed to send_data(): send the final dot."""
+        """The whole message was passed to send_data(): send the final dot
+        (or the last BDAT chunk)."""
         tx = self._body_tx("end_data")
-        if tx is None or self._stuffer is None:
+        if tx is None:
             return
-        self._out += self._stuffer.finish()
-        self._stuffer = None
+        if tx.bdat and self._chunker is not None:
+            self._send_chunk(self._chunker.finish(), last=True)
+            self._chunker = None
+        elif self._stuffer is not None:
+            self._out += self._stuffer.finish()
+            self._stuffer = None
+            self._transcript.append("C: .")
+        else:
+            return
         tx.in_body = False
-        self._transcript.append("C: .")
         # SMTP answers the dot once; LMTP once per accepted recipient.
         for _ in range(len(tx.accepted) if self.lmtp else 1):
             self._expect.append(Stage.DOT)
+
+    def _send_chunk(self, data: bytes, *, last: bool) -> None:
+        """One ``BDAT n [LAST]`` command and its data (RFC 3030 2)."""
+        command = f"BDAT {len(data)}{' LAST' if last else ''}"
+        self._transcript.append(f"C: {command}")
+        self._out += command.encode() + b"\r\n" + data
+        if not last:
+            self._expect.append(Stage.BDAT)
+
+    def starttls(self) -> None:
+        """Ask for TLS (RFC 3207); allowed when Ready and not yet in TLS."""
+        if self._conn is not _Conn.READY or self.tls:
+            raise RuntimeError(f"starttls() in state {self._conn.name}")
+        self._conn = _Conn.TLS
+        self._issue(Stage.STARTTLS, b"STARTTLS")
+
+    def tls_started(self) -> None:
+        """The driver has started TLS after TLSReady: say EHLO again and
+        forget the plaintext EHLO's extensions (RFC 3207 4.2)."""
+        if self._conn is not _Conn.TLS or self._expect:
+            raise RuntimeError("tls_started() without TLSReady")
+        self.tls = True
+        self.extensions = {}
+        self._conn = _Conn.HANDSHAKE
+        verb = "LHLO" if self.lmtp else "EHLO"
+        self._issue(Stage.LHLO if self.lmtp else Stage.EHLO, f"{verb} {self.helo_name}".encode())
+
+    def authenticate(self, mechanism: str, username: str, password: str) -> None:
+        """AUTH with PLAIN (RFC 4616, initial response) or LOGIN; allowed
+        when Ready.  The result is Authenticated or AuthFailed."""
+        if self._conn is not _Conn.READY:
+            raise RuntimeError(f"authenticate() in state {self._conn.name}")
+        mech = mechanism.upper()
+        user, secret = username.encode("utf-8"), password.encode("utf-8")
+        if mech == "PLAIN":
+            initial = base64.b64encode(b"\0" + user + b"\0" + secret)
+            line = b"AUTH PLAIN " + (initial or b"=")
+            self._auth_steps = deque()
+        elif mech == "LOGIN":
+            line = b"AUTH LOGIN"
+            self._auth_steps = deque([base64.b64encode(user), base64.b64encode(secret)])
+        else:
+            raise ValueError(f"unsupported SASL mechanism: {mechanism}")
+        self._conn = _Conn.TLS
+        self._issue(Stage.AUTH, line)
 
     def quit(self) -> None:
         """End the session politely (RFC 5321 4.1.1.10).  Allowed whenever no
@@ -408,7 +556,10 @@ class ClientSession:
             not self._expect or (pipelining and self._expect[-1] not in _GROUP_END)
         ):
             stage, line = self._held.popleft()
-            self._transcript.append(f"C: {line.decode('utf-8', 'surrogateescape')}")
+            shown = line.decode("utf-8", "surrogateescape")
+            if stage is Stage.AUTH and shown.count(" ") > 1:
+                shown = " ".join(shown.split(" ")[:2]) + " ********"  # never the secret
+            self._transcript.append(f"C: {shown}")
             self._out += line + b"\r\n"
             self._expect.append(stage)
 
@@ -472,6 +623,10 @@ class ClientSession:
             self._on_hello(stage, reply)
         elif stage is Stage.QUIT:
             self._close()
+        elif stage is Stage.STARTTLS:
+            self._on_starttls(reply)
+        elif stage is Stage.AUTH:
+            self._on_auth(reply)
         elif stage is Stage.RSET:
             if not reply.is_positive and self._conn is _Conn.READY:
                 # The server won't forget the failed transaction: start no
@@ -497,6 +652,42 @@ class ClientSession:
             self._close()
         else:
             self._protocol_error(f"unexpected reply: {reply.one_line()}")
+
+    def _on_starttls(self, reply: Reply) -> None:
+        if reply.code == 220:
+            if self._reader.pending or self._expect:
+                # Plaintext after the 220 would be read as if it came over
+                # TLS: a command injection (CVE-2011-0411 class).
+                self._protocol_error("data after the STARTTLS reply", Stage.STARTTLS)
+                return
+            self._events.append(TLSReady())
+            return
+        self._conn = _Conn.READY
+        if reply.code == 421:
+            self._events.append(TLSRefused(reply))
+            self._close()
+            return
+        self._events.append(TLSRefused(reply))
+
+    def _on_auth(self, reply: Reply) -> None:
+        if reply.code == 334:
+            if not self._auth_steps:
+                # A challenge we have no answer for: cancel (RFC 4954 4).
+                line = b"*"
+            else:
+                line = self._auth_steps.popleft()
+            self._transcript.append("C: ********")
+            self._out += line + b"\r\n"
+            self._expect.append(Stage.AUTH)
+            return
+        self._auth_steps.clear()
+        self._conn = _Conn.READY
+        if reply.code == 235:
+            self._events.append(Authenticated(reply))
+        else:
+            self._events.append(AuthFailed(reply))
+            if reply.code == 421:
+                self._close()
 
     def _on_greeting(self, reply: Reply) -> None:
         if reply.code // 100 != 2:
@@ -552,6 +743,24 @@ class ClientSession:
                 elif tx.rcpt_seen == len(tx.tx.recipients) and not tx.accepted:
                     tx.failure = (reply, Stage.RCPT)
                     self._drop_held(Stage.DATA)
+                if tx.bdat and tx.failure is None and tx.rcpt_seen == len(tx.tx.recipients):
+                    # Every RCPT is answered and one was accepted: the
+                    # body may go (RFC 3030 has no 354).
+                    tx.in_body = True
+                    self._chunker = LineEndings()
+                    self._events.append(DataAccepted())
+                    return
+                if tx.tx.probe and tx.failure is None and tx.rcpt_seen == len(tx.tx.recipients):
+                    # A probe ends with the RCPT replies; RSET forgets it.
+                    self._end_transaction(MessageDone([r for r in tx.rcpt_replies if r]))
+                    self._issue(Stage.RSET, b"RSET")
+                    return
+        elif stage is Stage.BDAT:
+            if not reply.is_positive and tx.failure is None:
+                # RFC 3030 2: the server discards the message; stop sending.
+                tx.failure = (reply, Stage.BDAT)
+                tx.in_body = False
+                self._chunker = None
         elif stage is Stage.DATA:
             if reply.code == 354:
                 if tx.failure is None:
@@ -597,6 +806,7 @@ class ClientSession:
     def _end_transaction(self, event: Event) -> None:
         self._tx = None
         self._stuffer = None
+        self._chunker = None
         self._conn = _Conn.READY
         self._events.append(event)
 
@@ -621,6 +831,8 @@ class ClientSession:
         tx = self._tx
         if tx is not None and tx.in_body:
             return tx
+        if tx is not None and tx.failure is not None:
+            return None  # the server refused a BDAT chunk: the rest is moot
         if self._conn in (_Conn.ABORTED, _Conn.CLOSED, _Conn.ERROR):
             return None  # the server already answered, or went away
         raise RuntimeError(f"{name}() outside the message body")

@@ -12,6 +12,9 @@ treat them as line ends while others don't, which is how smuggling works.
 The work is done with bulk bytes operations per chunk; the only state kept
 between chunks is whether the output is at the start of a line and whether
 the previous chunk ended with a CR whose LF may open the next one.
+:class:`LineEndings` does the same for BDAT, without the dots.  The 7-bit
+downgrade of 8-bit MIME (RFC 6152 for a next hop without 8BITMIME) is in
+:mod:`mta.smtp.downgrade`.
 """
 
 from __future__ import annotations
@@ -75,6 +78,53 @@ class DotStuffer:
         chunk = chunk.replace(b"\r\n.", b"\r\n..")
         if self._at_line_start and chunk.startswith(b"."):
             chunk = b"." + chunk
+        self._at_line_start = chunk.endswith(CRLF)
+        return chunk
+
+
+class LineEndings:
+    """Incremental CRLF normaliser for BDAT (RFC 3030): the same line-break
+    rules as :class:`DotStuffer` (bare CR and bare LF become CRLF, the
+    message ends with a line break) but no dot-stuffing and no end mark,
+    since BDAT counts octets instead."""
+
+    __slots__ = ("_at_line_start", "_finished", "_pending_cr")
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+        self._pending_cr = False
+        self._finished = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._finished:
+            raise RuntimeError("LineEndings.feed() after finish()")
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        return self._encode(chunk)
+
+    def finish(self) -> bytes:
+        """What is held back, and a final CRLF when the message lacks one."""
+        if self._finished:
+            raise RuntimeError("LineEndings.finish() called twice")
+        self._finished = True
+        out = b""
+        if self._pending_cr:
+            self._pending_cr = False
+            out = self._encode(b"\r")
+        if not self._at_line_start:
+            out += CRLF
+        return out
+
+    def _encode(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        chunk = chunk.replace(b"\n", CRLF)
         self._at_line_start = chunk.endswith(CRLF)
         return chunk
 

@@ -13,6 +13,11 @@ until ``respond()`` answers it, so replies to pipelined commands leave in order
 (RFC 2920 3).  Everything else (NOOP, RSET, HELP, VRFY, syntax and sequence
 errors, limits) the session answers itself.
 
+Message content comes with DATA (dot-stuffed, up to ``<CRLF>.<CRLF>``) or with
+BDAT chunks (RFC 3030: exactly the announced octets, nothing unstuffed).  The
+octets of a BDAT that is refused for any reason are read and dropped, so they
+are never taken for commands.
+
 Which command is allowed in which state is one table, :data:`TRANSITIONS`;
 ``python -m mta.smtp.server --doc`` draws docs/smtp-states.md from it.
 
@@ -25,6 +30,7 @@ Python call per line.
 
 from __future__ import annotations
 
+import base64
 import enum
 import re
 import sys
@@ -46,25 +52,28 @@ class ServerSettings:
     hostname: str  # myhostname: 221/421 texts, the EHLO reply, Received
     banner: str  # full greeting text after "220 " (smtpd_banner)
     lmtp: bool = False  # LHLO instead of HELO/EHLO (RFC 2033)
-    max_line_length: int = 1000  # command line limit incl. CRLF (RFC 5321 4.5.3.1.4)
+    max_line_length: int = 2048  # command line limit incl. CRLF (line_length_limit)
     message_size_limit: int = 10240000  # 0 = unlimited; advertised with SIZE (RFC 1870)
     recipient_limit: int = 1000  # smtpd_recipient_limit
+    recipient_overshoot_limit: int = 1000  # smtpd_recipient_overshoot_limit
     hard_error_limit: int = 20  # smtpd_hard_error_limit: 421 and close at this many
     pipelining: bool = True
     eightbitmime: bool = True
     enhanced_status_codes: bool = True  # RFC 2034; status omitted from replies when False
     dsn: bool = False  # RFC 3461 parameters accepted and passed on
     smtputf8: bool = False  # RFC 6531
-    chunking: bool = False  # RFC 3030; not implemented yet, must stay False
+    chunking: bool = True  # RFC 3030 BDAT
     helo_required: bool = False  # smtpd_helo_required
     vrfy_enabled: bool = True  # not disable_vrfy_command
     forbid_bare_newline: bool = True  # smtpd_forbid_bare_newline (Postfix 3.9)
-    extra_ehlo_keywords: tuple[str, ...] = ()  # e.g. "STARTTLS", "AUTH PLAIN LOGIN"
+    starttls: bool = False  # offer STARTTLS (smtpd_tls_security_level may/encrypt)
+    require_tls: bool = False  # smtpd_tls_security_level = encrypt: 530 before STARTTLS
+    auth: bool = False  # smtpd_sasl_auth_enable; mechanisms come from the adapter
+    auth_tls_only: bool = True  # smtpd_tls_auth_only
+    broken_auth_clients: bool = False  # broken_sasl_auth_clients: also "AUTH=..."
+    auth_failure_limit: int = 3  # smtpd_sasl_auth_failure_limit: 421 at this many 535s
 
     def __post_init__(self) -> None:
-        if self.chunking:
-            # Advertising CHUNKING without BDAT support would break clients.
-            raise ValueError("CHUNKING (BDAT) is not implemented")
         if self.max_line_length < 512:
             raise ValueError("max_line_length below the RFC 5321 minimum of 512")
 
@@ -103,12 +112,16 @@ class RcptTo:
 
 @dataclass(frozen=True)
 class DataStart:
-    """DATA with at least one accepted recipient.  Decision; default 354."""
+    """DATA, or the first BDAT (``bdat``), with at least one accepted
+    recipient.  Decision; the default is 354 for DATA and, for BDAT, reading
+    the chunk (nothing is sent).  A refused BDAT's chunk is dropped."""
+
+    bdat: bool = False
 
 
 @dataclass(frozen=True)
 class MessageData:
-    """Message content, dot-unstuffed, line ends as received."""
+    """Message content: DATA dot-unstuffed, BDAT as sent; line ends as received."""
 
     data: bytes
 
@@ -188,6 +201,8 @@ class State(enum.Enum):
     MAIL = "mail"  # MAIL accepted, no recipient yet
     RCPT = "rcpt"  # at least one RCPT accepted
     DATA = "data"  # reading message content
+    CHUNK = "chunk"  # reading the octets of a BDAT chunk
+    BDAT = "bdat"  # between BDAT chunks of one message (RFC 3030)
     REJECTED = "rejected"  # 5xx greeting: only QUIT (RFC 5321 3.1)
     CLOSED = "closed"
 
@@ -238,8 +253,9 @@ _NO_RCPT = Refuse(Reply(554, "5.1", "Error: no valid recipients"))
 # RFC 3207 4 and RFC 4954 4: not during a mail transaction.
 _IN_TX = Refuse(Reply(503, "5.1", "Error: MAIL transaction in progress"))
 _NEED_EHLO = Refuse(Reply(503, "5.1", "Error: send HELO/EHLO first"))
-_NO_BDAT = Refuse(Reply(502, "5.1", "Error: command not implemented"))
 _REJECTED = Refuse(Reply(503, "5.1", "Error: access denied, send QUIT"))
+# RFC 3030 2: a message sent with BDAT ends with BDAT LAST (or RSET).
+_IN_BDAT = Refuse(Reply(503, "5.1", "Error: BDAT message in progress, send BDAT or RSET"))
 
 
 def _common(in_tx: bool) -> dict[str, Rule]:
@@ -250,7 +266,6 @@ def _common(in_tx: bool) -> dict[str, Rule]:
         "HELO": hello,
         "EHLO": hello,
         "LHLO": hello,
-        "BDAT": _NO_BDAT,
         "RSET": Allow("rset", aborts=in_tx),
         "NOOP": Allow("noop"),
         "QUIT": Allow("quit", State.CLOSED, aborts=in_tx),
@@ -267,6 +282,7 @@ TRANSITIONS: dict[State, dict[str, Rule]] = {
         "MAIL": Allow("mail", State.MAIL, needs_helo=True),
         "RCPT": _NEED_MAIL,
         "DATA": _NEED_RCPT,
+        "BDAT": _NEED_MAIL,
         "STARTTLS": Allow("starttls", State.GREETED, needs_helo=True),
         "AUTH": _NEED_EHLO,
     },
@@ -275,6 +291,7 @@ TRANSITIONS: dict[State, dict[str, Rule]] = {
         "MAIL": Allow("mail", State.MAIL),
         "RCPT": _NEED_MAIL,
         "DATA": _NEED_RCPT,
+        "BDAT": _NEED_MAIL,
         "STARTTLS": Allow("starttls", State.GREETED),
         "AUTH": Allow("auth"),
     },
@@ -283,6 +300,7 @@ TRANSITIONS: dict[State, dict[str, Rule]] = {
         "MAIL": _NESTED,
         "RCPT": Allow("rcpt", State.RCPT),
         "DATA": _NO_RCPT,
+        "BDAT": _NO_RCPT,
         "STARTTLS": _IN_TX,
         "AUTH": _IN_TX,
     },
@@ -291,10 +309,21 @@ TRANSITIONS: dict[State, dict[str, Rule]] = {
         "MAIL": _NESTED,
         "RCPT": Allow("rcpt", State.RCPT),
         "DATA": Allow("data", State.DATA),
+        "BDAT": Allow("bdat", State.CHUNK),
         "STARTTLS": _IN_TX,
         "AUTH": _IN_TX,
     },
     State.DATA: {},
+    State.CHUNK: {},
+    State.BDAT: {
+        **_common(in_tx=True),
+        "MAIL": _NESTED,
+        "RCPT": _IN_BDAT,
+        "DATA": _IN_BDAT,
+        "BDAT": Allow("bdat", State.CHUNK),
+        "STARTTLS": _IN_TX,
+        "AUTH": _IN_TX,
+    },
     State.REJECTED: {**dict.fromkeys(VERBS, _REJECTED), "QUIT": Allow("quit", State.CLOSED)},
     State.CLOSED: {},
 }
@@ -302,6 +331,7 @@ TRANSITIONS: dict[State, dict[str, Rule]] = {
 _NOT_READ = {
     State.CONNECT: "input is buffered until the greeting is sent",
     State.DATA: "message content: no commands are read until `<CRLF>.<CRLF>`",
+    State.CHUNK: "the octets of a BDAT chunk, read as they are",
     State.CLOSED: "nothing is read",
 }
 
@@ -327,6 +357,15 @@ _NO_TLS = Reply(502, "5.1", "Error: command not implemented")
 _NO_AUTH = Reply(503, "5.1", "Error: authentication not enabled")
 _AUTHED = Reply(503, "5.1", "Error: already authenticated")
 _AUTH_ABORTED = Reply(501, "7.0", "Authentication aborted")
+# RFC 4954 4 would say 538 5.7.11; Postfix answers this.
+_AUTH_NEEDS_TLS = Reply(504, "5.4", "Encryption required for requested authentication mechanism")
+_AUTH_BAD_MECH = Reply(504, "5.4", "Error: unsupported authentication mechanism")
+_AUTH_BAD_BASE64 = Reply(501, "5.2", "Error: cannot decode response")  # RFC 4954 4
+_NEED_TLS = Reply(530, "7.0", "Must issue a STARTTLS command first")  # RFC 3207 4
+_NO_BDAT = Reply(502, "5.1", "Error: command not implemented")
+_DSN_OFF = Reply(501, "7.1", "DSN support is disabled")
+# RFC 3207 4: until TLS these get 530 when TLS is required.
+_TLS_GATED = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "AUTH"})
 
 _AUTH_LINE_LENGTH = 12288  # RFC 4954 4: AUTH lines may be this long
 _TERMINATOR = b"\r\n.\r\n"  # RFC 5321 4.1.1.4; the first CRLF ends the last line
@@ -352,8 +391,9 @@ class _Decision:
     makes no sense here, before changing anything)."""
 
     event: Event
-    default: Reply | None
+    default: Reply | Callable[[], Reply] | None
     apply: Callable[[Reply], None]
+    silent: bool = False  # a positive answer sends nothing (the first BDAT)
 
 
 class ServerSession:
@@ -369,8 +409,7 @@ class ServerSession:
     """
 
     def __init__(self, settings: ServerSettings, *, tls: bool = False) -> None:
-        # Public and replaceable: the adapter may change extra_ehlo_keywords
-        # after STARTTLS (e.g. AUTH only under TLS).
+        # Public: a reload never changes them under a running session.
         self.settings = settings
         self.state = State.CONNECT
         self.closed = False
@@ -379,6 +418,10 @@ class ServerSession:
         self.esmtp = False
         self.tls = tls  # True from the start for implicit TLS (smtps)
         self.authenticated = False
+        # SASL mechanisms offered now: the adapter sets them (they depend on
+        # the backend and on TLS) before it answers HELO/EHLO.
+        self.auth_mechanisms: tuple[str, ...] = ()
+        self.auth_failures = 0
         self._in = bytearray()
         self._out = bytearray()
         self._events: deque[Event] = deque()
@@ -390,8 +433,15 @@ class ServerSession:
         self._tx_open = False
         self._tx_smtputf8 = False
         self._rcpt_count = 0
+        self._overshoot = 0
         self._data_size = 0
         self._data_problem: tuple[Reply, str] | None = None
+        # BDAT (RFC 3030): octets of the chunk being read, or being dropped.
+        self._chunk_left = 0
+        self._chunk_size = 0
+        self._chunk_last = False
+        self._chunk_prev = b""  # the last octet kept, for the bare LF check
+        self._skip_left = 0
 
     # -- public API ----------------------------------------------------------
 
@@ -420,13 +470,27 @@ class ServerSession:
             return
         self._in += data
 
-    def next_event(self) -> Event | None:
-        """The next event, or None when more input or a ``respond()`` is needed."""
+    def next_event(self, *, stop_after_reply: bool = False) -> Event | None:
+        """The next event, or None when more input or a ``respond()`` is needed.
+
+        With ``stop_after_reply`` no further input is parsed while replies
+        wait in :meth:`data_to_send`, so that the adapter can pace its
+        answers (the error tarpit) one command at a time.
+        """
         while True:
             if self._events:
                 return self._events.popleft()
-            if self._pending is not None or self.closed or not self._step():
+            if self._pending is not None or self.closed:
                 return None
+            if stop_after_reply and self._out:
+                return None
+            if not self._step():
+                return None
+
+    @property
+    def has_output(self) -> bool:
+        """Replies are waiting in :meth:`data_to_send`."""
+        return bool(self._out)
 
     def respond(self, reply: Reply | None) -> None:
         """Answer the pending decision; None takes the default reply."""
@@ -436,14 +500,23 @@ class ServerSession:
         if reply is None:
             if decision.default is None:
                 raise ValueError(f"{type(decision.event).__name__} needs an explicit reply")
-            reply = decision.default
+            default = decision.default
+            reply = default if isinstance(default, Reply) else default()
         if isinstance(decision.event, MessageEnd) and self.settings.lmtp:
             # RFC 2033 4.2: one reply per accepted recipient.
             self.respond_each([reply] * self._rcpt_count)
             return
-        decision.apply(reply)
-        self._pending = None
+        self._pending = None  # apply() may start the next decision (BDAT 0 LAST)
+        try:
+            decision.apply(reply)
+        except ValueError:
+            self._pending = decision
+            raise
+        if decision.silent and reply.code < 400:
+            return
         self._reply(reply)
+        if isinstance(decision.event, Auth | AuthResponse) and reply.code == 535:
+            self._auth_failed()
 
     def respond_each(self, replies: Sequence[Reply]) -> None:
         """LMTP end of data: one reply per accepted recipient, in RCPT order
@@ -507,7 +580,13 @@ class ServerSession:
         kw.append(f"SIZE {s.message_size_limit}" if s.message_size_limit else "SIZE")
         if s.vrfy_enabled:
             kw.append("VRFY")
-        kw.extend(k for k in s.extra_ehlo_keywords if not (self.tls and _word(k) == "STARTTLS"))
+        if self.offers_starttls:
+            kw.append("STARTTLS")
+        if self.offers_auth:
+            mechanisms = " ".join(self.auth_mechanisms)
+            kw.append(f"AUTH {mechanisms}")
+            if s.broken_auth_clients:
+                kw.append(f"AUTH={mechanisms}")  # pre-RFC 2554 clients (Outlook 97)
         if s.enhanced_status_codes:
             kw.append("ENHANCEDSTATUSCODES")
         if s.eightbitmime:
@@ -516,7 +595,20 @@ class ServerSession:
             kw.append("DSN")
         if s.smtputf8:
             kw.append("SMTPUTF8")
+        if s.chunking:
+            kw.append("CHUNKING")
         return kw
+
+    @property
+    def offers_starttls(self) -> bool:
+        return self.settings.starttls and not self.tls
+
+    @property
+    def offers_auth(self) -> bool:
+        """AUTH is in the EHLO reply: enabled, a mechanism to offer, and TLS
+        when smtpd_tls_auth_only wants it."""
+        s = self.settings
+        return s.auth and bool(self.auth_mechanisms) and (self.tls or not s.auth_tls_only)
 
     # -- replies and closing -------------------------------------------------
 
@@ -560,8 +652,11 @@ class ServerSession:
         self._tx_open = False
         self._tx_smtputf8 = False
         self._rcpt_count = 0
+        self._overshoot = 0
         self._data_problem = None
         self._data_size = 0
+        self._chunk_left = 0
+        self._chunk_prev = b""
         self.state = self._idle_state()
 
     def _abort(self, reason: str) -> None:
@@ -570,16 +665,27 @@ class ServerSession:
             self._events.append(TransactionAborted(reason))
         self._end_transaction()
 
-    def _decide(self, event: Event, default: Reply | None, apply: Callable[[Reply], None]) -> None:
+    def _decide(
+        self,
+        event: Event,
+        default: Reply | Callable[[], Reply] | None,
+        apply: Callable[[Reply], None],
+        *,
+        silent: bool = False,
+    ) -> None:
         self._events.append(event)
-        self._pending = _Decision(event, default, apply)
+        self._pending = _Decision(event, default, apply, silent)
 
     # -- input -----------------------------------------------------------------
 
     def _step(self) -> bool:
         """Consume some input; False when nothing more can be done now."""
+        if self._skip_left:
+            return self._skip_chunk()
         if self.state is State.DATA:
             return self._read_data()
+        if self.state is State.CHUNK:
+            return self._read_chunk()
         if self.state is State.CONNECT:
             return self._lost_connection()
         buf = self._in
@@ -614,7 +720,7 @@ class ServerSession:
 
     def _line_limit(self) -> int:
         limit = self.settings.max_line_length
-        if self._in_auth or (self._in[:5].upper() == b"AUTH " and self._offers("AUTH")):
+        if self._in_auth or (self._in[:5].upper() == b"AUTH " and self.offers_auth):
             return max(limit, _AUTH_LINE_LENGTH)
         return limit
 
@@ -627,9 +733,16 @@ class ServerSession:
         return True
 
     def _command(self, line: bytes) -> None:
-        rule = TRANSITIONS[self.state].get(cmd.peek_verb(line))
+        verb = cmd.peek_verb(line)
+        rule = TRANSITIONS[self.state].get(verb)
+        if verb == "BDAT":
+            self._bdat_command(line, rule)
+            return
         if isinstance(rule, Refuse):
             self._reply(rule.reply)
+            return
+        if verb in _TLS_GATED and self._tls_needed():
+            self._reply(_NEED_TLS)
             return
         try:
             command = cmd.parse_command(line, smtputf8=self._tx_smtputf8)
@@ -658,16 +771,47 @@ class ServerSession:
     def _helo_required(self) -> bool:
         return self.settings.helo_required or self.settings.lmtp
 
+    def _tls_needed(self) -> bool:
+        return self.settings.require_tls and not self.tls
+
+    def _bdat_command(self, line: bytes, rule: Rule | None) -> None:
+        """BDAT: whatever the answer, the chunk's octets are read (RFC 3030 2);
+        those of a refused BDAT are dropped unseen."""
+        try:
+            command = cmd.parse_command(line)
+        except cmd.CommandError as e:
+            self._reply(e.reply)  # no size known: nothing can be skipped
+            return
+        assert isinstance(command, cmd.Bdat) and rule is not None
+        refusal: Reply | None = None
+        if not self.settings.chunking:
+            refusal = _NO_BDAT
+        elif isinstance(rule, Refuse):
+            refusal = rule.reply
+        elif self._tls_needed():
+            refusal = _NEED_TLS
+        if refusal is not None:
+            self._skip_left = command.size
+            self._reply(refusal)
+            return
+        assert isinstance(rule, Allow)
+        self._on_bdat(command, rule)
+
     # -- command handlers (named by the table's actions) ---------------------
 
     def _on_hello(self, command: cmd.Command, rule: Allow) -> None:
         assert isinstance(command, cmd.Hello)
         extended = command.verb != "HELO"
         name = command.name
+        default: Callable[[], Reply]
         if extended:
-            default = Reply(250, "", "\n".join([self.settings.hostname, *self.ehlo_keywords()]))
+            # Built when answered: the adapter sets auth_mechanisms first.
+            def default() -> Reply:
+                return Reply(250, "", "\n".join([self.settings.hostname, *self.ehlo_keywords()]))
         else:
-            default = Reply(250, "", self.settings.hostname)
+
+            def default() -> Reply:
+                return Reply(250, "", self.settings.hostname)
 
         def apply(reply: Reply) -> None:
             _expect_code(reply, (2,))
@@ -707,8 +851,11 @@ class ServerSession:
     def _on_rcpt(self, command: cmd.Command, rule: Allow) -> None:
         assert isinstance(command, cmd.Rcpt)
         if self._rcpt_count >= self.settings.recipient_limit:
-            # Postfix smtpd_recipient_overshoot_limit: not an error at first.
-            self._reply(_TOO_MANY_RCPTS, counts=False)
+            # Postfix smtpd_recipient_overshoot_limit: not an error at first,
+            # then each one counts (so 100,000 RCPTs end in a 421).
+            self._overshoot += 1
+            counts = self._overshoot > self.settings.recipient_overshoot_limit
+            self._reply(_TOO_MANY_RCPTS, counts=counts)
             return
         problem = self._check_params(command.params, self._rcpt_checks())
         if problem is not None:
@@ -757,9 +904,11 @@ class ServerSession:
     def _on_help(self, command: cmd.Command, rule: Allow) -> None:
         verbs = ["LHLO"] if self.settings.lmtp else ["HELO", "EHLO"]
         verbs += ["MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP"]
-        if self._offers("STARTTLS") and not self.tls:
+        if self.settings.chunking:
+            verbs.insert(verbs.index("DATA") + 1, "BDAT")
+        if self.offers_starttls:
             verbs.append("STARTTLS")
-        if self._offers("AUTH"):
+        if self.offers_auth:
             verbs.append("AUTH")
         self._reply(Reply(214, "0.0", "Commands: " + " ".join(verbs)))
 
@@ -767,7 +916,7 @@ class ServerSession:
         if self.tls:
             self._reply(_TLS_ACTIVE)
             return
-        if not self._offers("STARTTLS"):
+        if not self.settings.starttls:
             self._reply(_NO_TLS)
             return
 
@@ -787,20 +936,39 @@ class ServerSession:
 
     def _on_auth(self, command: cmd.Command, rule: Allow) -> None:
         assert isinstance(command, cmd.Auth)
-        if not self._offers("AUTH"):
+        response = command.initial_response
+        if not self.settings.auth or not self.auth_mechanisms:
             self._reply(_NO_AUTH)
+        elif not self.tls and self.settings.auth_tls_only:
+            self._reply(_AUTH_NEEDS_TLS)
         elif self.authenticated:
             self._reply(_AUTHED)
+        elif command.mechanism not in self.auth_mechanisms:
+            self._reply(_AUTH_BAD_MECH)
+        elif response is not None and response != "=" and not _is_base64(response):
+            self._reply(_AUTH_BAD_BASE64)
         else:
-            self._decide(Auth(command.mechanism, command.initial_response), None, self._auth_apply)
+            self._decide(Auth(command.mechanism, response), None, self._auth_apply)
 
     def _auth_line(self, line: bytes) -> None:
         text = line.decode("utf-8", "surrogateescape").strip(" \t")
         if text == "*":
             self._in_auth = False
             self._reply(_AUTH_ABORTED)
+        elif not _is_base64(text):
+            self._in_auth = False
+            self._reply(_AUTH_BAD_BASE64)
         else:
             self._decide(AuthResponse(text), None, self._auth_apply)
+
+    def _auth_failed(self) -> None:
+        """A 535 was sent: a guesser is cut off at smtpd_sasl_auth_failure_limit."""
+        self.auth_failures += 1
+        limit = self.settings.auth_failure_limit
+        if limit and self.auth_failures >= limit and not self.closed:
+            host = self.settings.hostname
+            self._send(Reply(421, "7.0", f"{host} Error: too many failed authentications"))
+            self._close_now()
 
     def _auth_apply(self, reply: Reply) -> None:
         if reply.code not in (235, 334) and reply.code < 400:
@@ -809,9 +977,6 @@ class ServerSession:
         if reply.code == 235:
             self.authenticated = True
 
-    def _offers(self, keyword: str) -> bool:
-        return any(_word(k) == keyword for k in self.settings.extra_ehlo_keywords)
-
     # -- ESMTP parameters ------------------------------------------------------
 
     def _check_params(
@@ -819,6 +984,8 @@ class ServerSession:
     ) -> Reply | None:
         for keyword, value in params.items():
             check = checks.get(keyword)
+            if check is None and keyword in _DSN_PARAMS:
+                return _DSN_OFF  # Postfix: DSN discarded with smtpd_discard_ehlo_keywords
             if check is None:
                 return Reply(555, "5.4", f"Unsupported option: {keyword}")
             problem = check(value)
@@ -836,7 +1003,7 @@ class ServerSession:
         if s.dsn:
             checks["RET"] = _check_ret
             checks["ENVID"] = _check_envid
-        if self._offers("AUTH"):
+        if s.auth:
             checks["AUTH"] = _check_auth_param
         return checks
 
@@ -910,13 +1077,112 @@ class ServerSession:
 
         def apply(reply: Reply) -> None:
             _expect_code(reply, (2,))
+            if reply.code < 400:
+                # Postfix: the soft/hard error limits count errors made
+                # "without delivering mail".
+                self.error_count = 0
             self._end_transaction()
 
         self._decide(MessageEnd(self._data_size), None, apply)
 
+    # -- BDAT (RFC 3030) -----------------------------------------------------
 
-def _word(keyword: str) -> str:
-    return keyword.split(" ", 1)[0].upper()
+    def _on_bdat(self, command: cmd.Command, rule: Allow) -> None:
+        assert isinstance(command, cmd.Bdat)
+        size, last = command.size, command.last
+        limit = self.settings.message_size_limit
+        first = self.state is State.RCPT
+        if limit and (0 if first else self._data_size) + size > limit:
+            # Refused before a single octet is stored (RFC 1870 6.3).
+            self._skip_left = size
+            self._abort("message too big")
+            self._reply(_TOO_BIG)
+            return
+        if not first:
+            self._start_chunk(size, last)
+            return
+
+        def apply(reply: Reply) -> None:
+            if reply.code >= 400:
+                self._skip_left = size
+                return
+            _expect_code(reply, (2,))
+            self._data_size = 0
+            self._data_problem = None
+            self._chunk_prev = b""
+            self._start_chunk(size, last)
+
+        self._decide(DataStart(bdat=True), _OK, apply, silent=True)
+
+    def _start_chunk(self, size: int, last: bool) -> None:
+        self.state = State.CHUNK
+        self._chunk_left = self._chunk_size = size
+        self._chunk_last = last
+        if size == 0:
+            self._chunk_done()
+
+    def _read_chunk(self) -> bool:
+        buf = self._in
+        if not buf:
+            return self._lost_connection()
+        n = min(len(buf), self._chunk_left)
+        piece = bytes(buf[:n])
+        del buf[:n]
+        self._chunk_left -= n
+        self._take_chunk(piece)
+        if self._chunk_left == 0:
+            self._chunk_done()
+        return True
+
+    def _take_chunk(self, piece: bytes) -> None:
+        s = self.settings
+        context = self._chunk_prev + piece
+        self._chunk_prev = piece[-1:]
+        # A bare LF is refused in BDAT content too: relayed later with DATA it
+        # could end a message early at a lenient next hop (SMTP smuggling).
+        if s.forbid_bare_newline and piece.count(b"\n") != context.count(b"\r\n"):
+            host = s.hostname
+            self._data_problem = (Reply(521, "5.2", f"{host} Error: bare <LF> received"), "bare LF")
+        if self._data_problem is not None:
+            return
+        self._data_size += len(piece)
+        if s.message_size_limit and self._data_size > s.message_size_limit:
+            self._data_problem = (_TOO_BIG, "message too big")
+            return
+        self._events.append(MessageData(piece))
+
+    def _chunk_done(self) -> None:
+        if self._data_problem is not None:
+            reply, reason = self._data_problem
+            self._abort(reason)
+            self._reply(reply)
+        elif self._chunk_last:
+            self._end_of_data()
+        else:
+            self.state = State.BDAT
+            self._reply(Reply(250, "0.0", f"Ok: {self._chunk_size} octets"))
+
+    def _skip_chunk(self) -> bool:
+        """Drop the octets of a refused BDAT (bounded memory: nothing kept)."""
+        buf = self._in
+        if not buf:
+            return self._lost_connection()
+        n = min(len(buf), self._skip_left)
+        del buf[:n]
+        self._skip_left -= n
+        return True
+
+
+_DSN_PARAMS = frozenset({"RET", "ENVID", "NOTIFY", "ORCPT"})
+
+
+def _is_base64(text: str) -> bool:
+    """A SASL response line: base64 (RFC 4648 4), possibly empty."""
+    try:
+        base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return True
 
 
 def _expect_code(reply: Reply, positive_classes: tuple[int, ...], exact: int | None = None) -> None:
@@ -1017,11 +1283,20 @@ def render_state_table() -> str:
         "  limit the session sends `421 4.7.0 <host> Error: too many errors` and closes.",
         "- 421 and 521 replies close the session.",
         "- End of input and closing also abort an open transaction.",
-        "- After the end of data (`<CRLF>.<CRLF>`) the state is `idle`; a message over",
+        "- After the end of data (`<CRLF>.<CRLF>` or BDAT LAST) the state is `idle`;",
+        "  a message over",
         "  `message_size_limit` gets `552 5.3.4`, a bare LF (with",
         "  `smtpd_forbid_bare_newline`) gets `521 5.5.2` and closes.",
-        "- STARTTLS, AUTH: handled only when the adapter lists them in",
-        "  `extra_ehlo_keywords` (else `502 5.5.1` / `503 5.5.1`).",
+        "- STARTTLS is handled when offered (`smtpd_tls_security_level` may or",
+        "  encrypt), else `502 5.5.1`; with encrypt, MAIL, RCPT, DATA, BDAT, VRFY, EXPN",
+        "  and AUTH get `530 5.7.0 Must issue a STARTTLS command first` until TLS.",
+        "- AUTH is handled when `smtpd_sasl_auth_enable` and the backend has",
+        "  mechanisms (else `503 5.5.1`), only under TLS with `smtpd_tls_auth_only`",
+        "  (else `504 5.5.4`); `smtpd_sasl_auth_failure_limit` 535s end in a 421.",
+        "- BDAT: the announced octets are always read; those of a refused BDAT are",
+        "  dropped. A chunk that is not LAST gets `250 2.0.0 Ok: N octets`; a message",
+        "  over `message_size_limit` gets `552 5.3.4` before its octets are read.",
+        "  Without CHUNKING (`smtpd_discard_ehlo_keywords`) BDAT gets `502 5.5.1`.",
         "",
     ]
     return "\n".join(out)

@@ -1,7 +1,8 @@
 """Lookup tables: a ``type:name`` string becomes a loaded :class:`LookupTable`.
 
 Input: a table spec as written in main.cf (``hash:/etc/mta/access``,
-``cidr:clients.cidr``, ``inline:{a=b}``, ``static:OK``) and the directory that
+``cidr:clients.cidr``, ``regexp:header_checks``, ``yaml:access.yaml``,
+``unionmap:{...}``, ``inline:{a=b}``, ``static:OK``) and the directory that
 relative file names resolve against (the one that holds main.cf).
 Output: an immutable table read completely at open; a reload opens it again,
 so edits apply.  Problems raise :class:`TableError`.
@@ -18,9 +19,12 @@ from pathlib import Path
 
 from mta.tables.base import LookupTable, TableError, accepts_partial_keys
 from mta.tables.cidr import open_cidr
+from mta.tables.composite import open_pipemap, open_unionmap
 from mta.tables.inline import open_inline
+from mta.tables.regexp import open_pcre, open_regexp
 from mta.tables.static import open_static
 from mta.tables.texthash import open_indexed, open_texthash
+from mta.tables.yamltable import open_yaml
 
 __all__ = [
     "TABLE_TYPES",
@@ -54,6 +58,11 @@ TABLE_TYPES: dict[str, Opener] = {
     "inline": open_inline,
     "static": open_static,
     "cidr": open_cidr,
+    "regexp": open_regexp,
+    "pcre": open_pcre,
+    "yaml": open_yaml,
+    "unionmap": open_unionmap,
+    "pipemap": open_pipemap,
     "proxy": _open_proxy,
 }
 

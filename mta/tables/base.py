@@ -76,7 +76,11 @@ def table_type(spec: str) -> str:
 def accepts_partial_keys(table: LookupTable) -> bool:
     """Whether the search order may try partial keys (parent domains,
     ``user@``, address prefixes) on this table: true for fixed-string
-    tables, false for pattern tables such as ``cidr:`` and ``regexp:``."""
+    tables, false for pattern tables such as ``cidr:`` and ``regexp:``.
+    A table made of other tables says so itself (``partial_keys``)."""
+    own = getattr(table, "partial_keys", None)
+    if isinstance(own, bool):
+        return own
     return table_type(table.spec) not in PATTERN_TYPES
 
 

@@ -29,14 +29,14 @@ def parse_inline(name: str) -> tuple[dict[str, str], list[str]]:
     def fail(reason: str) -> TableError:
         return TableError(f'{reason}: "inline:{name}"; need "inline:{{name=value...}}"')
 
-    body = _strip_braces(name)
+    body = strip_braces(name)
     if body is None or not body:
         raise fail("bad syntax")
     entries: dict[str, str] = {}
     warnings: list[str] = []
-    for element in _elements(body):
+    for element in split_elements(body):
         if element.startswith("{"):
-            inner = _strip_braces(element)
+            inner = strip_braces(element)
             if inner is None:
                 raise fail(f'syntax error in "{element}"')
             element = inner.strip(WHITESPACE)
@@ -56,7 +56,7 @@ def parse_inline(name: str) -> tuple[dict[str, str], list[str]]:
     return entries, warnings
 
 
-def _strip_braces(text: str) -> str | None:
+def strip_braces(text: str) -> str | None:
     """The text between an opening brace at the start and its matching
     closing brace at the very end, or None if ``text`` is not like that."""
     if not text.startswith("{"):
@@ -72,7 +72,7 @@ def _strip_braces(text: str) -> str | None:
     return None
 
 
-def _elements(body: str) -> Iterator[str]:
+def split_elements(body: str) -> Iterator[str]:
     """Split at commas and white space outside braces (Postfix mystrtokq)."""
     start = None
     depth = 0

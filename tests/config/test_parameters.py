@@ -50,7 +50,6 @@ def test_parameters_mta_does_not_act_on_are_not_declared() -> None:
         "alias_maps",
         "alias_database",
         "compatibility_level",
-        "recipient_delimiter",
         "smtpd_tls_session_cache_database",
         "mailbox_size_limit",
     ):

@@ -600,3 +600,62 @@ def test_queue_file_read_error_mid_body() -> None:
     assert failure_reply(conn, event).one_line() == (
         "451 4.3.0 error reading queue file: Input/output error"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_huge_greeting_is_cut_off(scripted: Any, tmp_path: Path) -> None:
+    """A greeting line of megabytes is a protocol error after 4 KiB, not a
+    memory hog: the mail is deferred with the reason."""
+    port = scripted(greeting=b"220-" + b"A" * 2_000_000)
+    path = write_message(tmp_path / "msg", b"x\r\n")
+    result = await run(port, envelope("a@x"), path)
+    reply = result.replies[0]
+    assert reply.code == 451 and "longer than 4096 octets" in reply.text
+    assert result.try_next_host
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_tls_handshake(tmp_path: Path) -> None:
+    """A handshake that fails (here: no common protocol version) is
+    'Cannot start TLS' and marked, so that level may can retry in
+    plaintext while mandatory levels defer."""
+    import ssl
+
+    from mta.delivery.smtp import SessionPolicy
+    from mta.delivery.tls import Policy, TrustStore, make_plan
+    from tests.integration.deliverykit import Peer, issue, server_context
+
+    ctx = server_context(issue(tmp_path, ["mx.test"]))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    port = free_port()
+    peer = Peer("127.0.0.1", port, tls=ctx).start()
+    try:
+        plan = make_plan(
+            Policy("encrypt", protocols="<=TLSv1.2"),
+            hostname="mx.test",
+            nexthop="mx.test",
+            verify_match=["hostname"],
+            secure_match=["nexthop"],
+            protocols=">=TLSv1",
+            mandatory_protocols=">=TLSv1",
+            trust=TrustStore(),
+        )
+        path = write_message(tmp_path / "msg", b"x\r\n")
+        env = envelope("a@x")
+        result = await deliver(
+            reactor,
+            host="127.0.0.1",
+            port=port,
+            helo_name="c.example",
+            envelope=env,
+            recipients=env.recipients,
+            message_path=path,
+            timeouts=FAST,
+            policy=SessionPolicy(tls=plan),
+        )
+    finally:
+        peer.stop()
+    reply = result.replies[0]
+    assert reply.is_transient and reply.text.startswith("Cannot start TLS: ")
+    assert result.tls_failed and result.try_next_host
+    assert peer.got == []

@@ -452,7 +452,9 @@ async def test_tool_move_loses_a_race_gracefully(
     tools = QueueStore(root)
     real = tools._tool_source
     stale = iter(["incoming"])  # where it was a moment ago
-    monkeypatch.setattr(tools, "_tool_source", lambda q: next(stale, None) or real(q))
+    monkeypatch.setattr(
+        tools, "_tool_source", lambda q, allow_active=False: next(stale, None) or real(q)
+    )
     assert tools.tool_move(queue_id, "hold") is ToolResult.MOVED
     assert store.find(queue_id) == "hold"
 

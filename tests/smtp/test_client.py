@@ -624,8 +624,9 @@ TX_INPUT = (
 
 
 def run_script(handshake: list[bytes], transaction: list[bytes]) -> tuple[list[Event], bytes]:
-    """Feed the handshake chunks, start a transaction on Ready, feed the rest."""
-    session = ClientSession("c.example")
+    """Feed the handshake chunks, start a transaction on Ready, feed the rest
+    (with DATA: the session does not use the CHUNKING the server offers)."""
+    session = ClientSession("c.example", chunking=False)
     sent = b""
     events: list[Event] = []
     for chunk in handshake:
@@ -747,3 +748,107 @@ def test_arbitrary_server_bytes_never_raise(data: bytes, pipelining: bool) -> No
     session.receive_data(b"")
     events = drain(session)
     assert all(not isinstance(e, Ready) for e in events)
+
+
+# -- STARTTLS, AUTH, BDAT --------------------------------------------------------------
+
+
+def test_starttls_then_ehlo_again_with_fresh_extensions() -> None:
+    """STARTTLS (RFC 3207): 220 gives TLSReady; after tls_started() the
+    session says EHLO again and forgets the plaintext extensions."""
+    from mta.smtp.client import TLSReady, TLSRefused
+
+    session = ready("STARTTLS", "AUTH PLAIN")
+    session.starttls()
+    assert session.data_to_send() == b"STARTTLS\r\n"
+    session.receive_data(b"220 2.0.0 go ahead\r\n")
+    assert drain(session) == [TLSReady()]
+    session.tls_started()
+    assert session.data_to_send() == b"EHLO client.example.com\r\n"
+    assert session.extensions == {}
+    session.receive_data(ehlo_reply("SIZE 100"))
+    assert drain(session) == [Ready({"SIZE": "100"})]
+    assert session.tls
+    refused = ready("STARTTLS")
+    refused.starttls()
+    refused.data_to_send()
+    refused.receive_data(b"454 4.7.0 TLS not available\r\n")
+    assert drain(refused) == [TLSRefused(Reply(454, "7.0", "TLS not available"))]
+    assert refused.reusable  # plaintext may go on
+
+
+def test_plaintext_after_starttls_reply_is_an_injection() -> None:
+    """Bytes after the 220 in the same read would be taken as TLS-protected:
+    a protocol error, not a TLSReady (CVE-2011-0411 class)."""
+    session = ready("STARTTLS")
+    session.starttls()
+    session.data_to_send()
+    session.receive_data(b"220 go\r\n250 injected\r\n")
+    [event] = drain(session)
+    assert isinstance(event, ProtocolError) and "after the STARTTLS reply" in event.reason
+
+
+def test_auth_plain_and_login_never_log_secrets() -> None:
+    """PLAIN goes in one line (RFC 4616); LOGIN answers the two 334
+    challenges; the transcript hides the credentials."""
+    from mta.smtp.client import Authenticated, AuthFailed
+
+    session = ready("AUTH PLAIN LOGIN")
+    session.authenticate("PLAIN", "joe", "s3cret")
+    assert session.data_to_send() == b"AUTH PLAIN AGpvZQBzM2NyZXQ=\r\n"
+    session.receive_data(b"235 2.7.0 ok\r\n")
+    assert drain(session) == [Authenticated(Reply(235, "7.0", "ok"))]
+    login = ready("AUTH LOGIN")
+    login.authenticate("LOGIN", "joe", "s3cret")
+    assert login.data_to_send() == b"AUTH LOGIN\r\n"
+    login.receive_data(b"334 VXNlcm5hbWU6\r\n")
+    assert login.data_to_send() == b"am9l\r\n"
+    login.receive_data(b"334 UGFzc3dvcmQ6\r\n")
+    assert login.data_to_send() == b"czNjcmV0\r\n"
+    login.receive_data(b"535 5.7.8 bad\r\n")
+    assert drain(login) == [AuthFailed(Reply(535, "7.8", "bad"))]
+    for s in (session, login):
+        text = "\n".join(s.transcript)
+        assert "s3cret" not in text and "AGpvZQBzM2NyZXQ=" not in text and "czNjcmV0" not in text
+
+
+def test_bdat_chunks_without_dot_stuffing_and_lmtp_replies() -> None:
+    """With CHUNKING the body goes as BDAT n ... BDAT 0 LAST after the RCPT
+    replies (no DATA, no dot-stuffing, line ends made CRLF); LMTP then
+    gets a reply per accepted recipient."""
+    session = ready("PIPELINING", "CHUNKING", lmtp=True)
+    session.start_transaction(tx("a@x", "b@x", "c@x"))
+    assert lines(session.data_to_send()) == [
+        b"MAIL FROM:<sender@example.com>",
+        b"RCPT TO:<a@x>",
+        b"RCPT TO:<b@x>",
+        b"RCPT TO:<c@x>",
+    ]
+    session.receive_data(b"250 ok\r\n250 ok\r\n550 no\r\n250 ok\r\n")
+    assert isinstance(drain(session)[-1], DataAccepted)
+    session.send_data(b".dot\nline\r\n")
+    assert session.data_to_send() == b"BDAT 12\r\n.dot\r\nline\r\n"
+    session.end_data()
+    assert session.data_to_send() == b"BDAT 0 LAST\r\n"
+    session.receive_data(b"250 chunk\r\n250 2.0.0 a saved\r\n452 4.2.2 c full\r\n")
+    [done] = drain(session)
+    assert isinstance(done, MessageDone)
+    assert [r.code for r in done.replies] == [250, 550, 452]
+
+
+def test_bdat_chunk_refused_ends_the_transaction() -> None:
+    """A refused BDAT chunk fails the message; no more chunks are sent."""
+    session = ready("CHUNKING")
+    session.start_transaction(tx("a@x"))
+    session.data_to_send()
+    session.receive_data(b"250 ok\r\n")
+    drain(session)
+    session.receive_data(b"250 ok\r\n")
+    assert isinstance(drain(session)[-1], DataAccepted)
+    session.send_data(b"x\r\n")
+    session.data_to_send()
+    session.receive_data(b"552 5.3.4 too big\r\n")
+    assert not session.sending_body  # the driver's producer stops here
+    assert session.data_to_send() == b"RSET\r\n"
+    [failed] = drain(session)
+    assert isinstance(failed, TransactionFailed) and failed.reply.code == 552

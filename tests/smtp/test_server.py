@@ -97,9 +97,13 @@ def to_state(state: State, **overrides: object) -> ServerSession:
         State.READY: [b"EHLO client.example"],
         State.MAIL: [b"EHLO client.example", b"MAIL FROM:<a@example.org>"],
         State.RCPT: [b"EHLO c", b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.net>"],
+        State.BDAT: [b"EHLO c", b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.net>"],
     }[state]
     for line in steps:
         dialog(session, line)
+    if state is State.BDAT:
+        run(session, b"BDAT 3\r\nabc")
+        assert session.data_to_send() == b"250 2.0.0 Ok: 3 octets\r\n"
     assert session.state is state
     return session
 
@@ -113,7 +117,7 @@ LINES = {
     "MAIL": b"MAIL FROM:<x@example.org>",
     "RCPT": b"RCPT TO:<y@example.net>",
     "DATA": b"DATA",
-    "BDAT": b"BDAT 10 LAST",
+    "BDAT": b"BDAT 0 LAST",
     "RSET": b"RSET",
     "NOOP": b"NOOP",
     "QUIT": b"QUIT",
@@ -134,7 +138,7 @@ EXPECTED: dict[State, dict[str, tuple[int, State]]] = {
         "MAIL": (250, State.MAIL),
         "RCPT": (503, State.GREETED),
         "DATA": (503, State.GREETED),
-        "BDAT": (502, State.GREETED),
+        "BDAT": (503, State.GREETED),
         "RSET": (250, State.GREETED),
         "NOOP": (250, State.GREETED),
         "QUIT": (221, State.CLOSED),
@@ -151,7 +155,7 @@ EXPECTED: dict[State, dict[str, tuple[int, State]]] = {
         "MAIL": (250, State.MAIL),
         "RCPT": (503, State.READY),
         "DATA": (503, State.READY),
-        "BDAT": (502, State.READY),
+        "BDAT": (503, State.READY),
         "RSET": (250, State.READY),
         "NOOP": (250, State.READY),
         "QUIT": (221, State.CLOSED),
@@ -168,7 +172,7 @@ EXPECTED: dict[State, dict[str, tuple[int, State]]] = {
         "MAIL": (503, State.MAIL),
         "RCPT": (250, State.RCPT),
         "DATA": (554, State.MAIL),
-        "BDAT": (502, State.MAIL),
+        "BDAT": (554, State.MAIL),
         "RSET": (250, State.READY),
         "NOOP": (250, State.MAIL),
         "QUIT": (221, State.CLOSED),
@@ -185,7 +189,7 @@ EXPECTED: dict[State, dict[str, tuple[int, State]]] = {
         "MAIL": (503, State.RCPT),
         "RCPT": (250, State.RCPT),
         "DATA": (354, State.DATA),
-        "BDAT": (502, State.RCPT),
+        "BDAT": (250, State.READY),
         "RSET": (250, State.READY),
         "NOOP": (250, State.RCPT),
         "QUIT": (221, State.CLOSED),
@@ -194,6 +198,23 @@ EXPECTED: dict[State, dict[str, tuple[int, State]]] = {
         "HELP": (214, State.RCPT),
         "STARTTLS": (503, State.RCPT),
         "AUTH": (503, State.RCPT),
+    },
+    State.BDAT: {
+        "HELO": (250, State.READY),
+        "EHLO": (250, State.READY),
+        "LHLO": (500, State.BDAT),
+        "MAIL": (503, State.BDAT),
+        "RCPT": (503, State.BDAT),
+        "DATA": (503, State.BDAT),
+        "BDAT": (250, State.READY),
+        "RSET": (250, State.READY),
+        "NOOP": (250, State.BDAT),
+        "QUIT": (221, State.CLOSED),
+        "VRFY": (252, State.BDAT),
+        "EXPN": (502, State.BDAT),
+        "HELP": (214, State.BDAT),
+        "STARTTLS": (503, State.BDAT),
+        "AUTH": (503, State.BDAT),
     },
     State.REJECTED: {
         **{verb: (503, State.REJECTED) for verb in VERBS},
@@ -215,7 +236,7 @@ def test_every_command_in_every_state(state: State, verb: str, code: int, after:
 def test_table_covers_every_verb() -> None:
     """Every command state has a rule for every verb; other states read none."""
     for state, rules in TRANSITIONS.items():
-        if state in (State.CONNECT, State.DATA, State.CLOSED):
+        if state in (State.CONNECT, State.DATA, State.CHUNK, State.CLOSED):
             assert rules == {}
         else:
             assert set(rules) == set(VERBS)
@@ -285,9 +306,12 @@ def test_greeting_and_ehlo_reply() -> None:
             banner="mx.example ESMTP mta",
             dsn=True,
             smtputf8=True,
-            extra_ehlo_keywords=("STARTTLS", "AUTH PLAIN LOGIN"),
+            starttls=True,
+            auth=True,
+            auth_tls_only=False,
         )
     )
+    session.auth_mechanisms = ("PLAIN", "LOGIN")
     assert session.next_event() is None
     session.start()
     assert session.data_to_send() == b"220 mx.example ESMTP mta\r\n"
@@ -295,7 +319,7 @@ def test_greeting_and_ehlo_reply() -> None:
     assert session.data_to_send() == (
         b"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n"
         b"250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n"
-        b"250-8BITMIME\r\n250-DSN\r\n250 SMTPUTF8\r\n"
+        b"250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
     )
     assert (session.helo_name, session.esmtp, session.protocol) == ("client", True, "ESMTP")
     run(session, b"HELO other\r\n")
@@ -312,6 +336,7 @@ def test_minimal_ehlo_and_no_enhanced_codes() -> None:
         vrfy_enabled=False,
         enhanced_status_codes=False,
         message_size_limit=0,
+        chunking=False,
     )
     run(session, b"EHLO c\r\n")
     assert session.data_to_send() == b"250-mx.example\r\n250 SIZE\r\n"
@@ -330,7 +355,7 @@ def test_other_self_answered_commands() -> None:
         b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
         b"502 5.5.1 Error: command not implemented\r\n"
         b"250 2.0.0 Ok\r\n"
-        b"214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n"
+        b"214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\r\n"
     )
 
 
@@ -373,7 +398,7 @@ def test_mail_parameters() -> None:
     for line, code in [
         (b"MAIL FROM:<a@b.example> SIZE=x", 501),
         (b"MAIL FROM:<a@b.example> BODY=BINARYMIME", 501),
-        (b"MAIL FROM:<a@b.example> RET=FULL", 555),  # DSN off
+        (b"MAIL FROM:<a@b.example> RET=FULL", 501),  # DSN off: 501 5.7.1 as Postfix
         (b"MAIL FROM:<a@b.example> SMTPUTF8", 555),  # SMTPUTF8 off
         (b"MAIL FROM:<a@b.example> AUTH=<>", 555),  # AUTH not offered
         (b"MAIL FROM:<a@b.example> XFOO=1", 555),
@@ -384,12 +409,12 @@ def test_mail_parameters() -> None:
         MailFrom("a@b.example", {"SIZE": "1000", "BODY": "8bitmime"}, "8BITMIME", 1000)
     ]
     assert session.data_to_send() == b"250 2.1.0 Ok\r\n"
-    assert dialog(session, b"RCPT TO:<c@d.example> NOTIFY=NEVER") == [555]
+    assert dialog(session, b"RCPT TO:<c@d.example> NOTIFY=NEVER") == [501]
 
 
 def test_dsn_and_smtputf8_parameters() -> None:
     """With DSN and SMTPUTF8 on, their parameters are checked and passed on."""
-    session = make(dsn=True, smtputf8=True, extra_ehlo_keywords=("AUTH PLAIN",))
+    session = make(dsn=True, smtputf8=True, auth=True)
     for line, code in [
         (b"MAIL FROM:<a@b.example> RET=HEADERS", 501),
         (b"MAIL FROM:<a@b.example> ENVID=a=b", 501),
@@ -640,7 +665,7 @@ def test_eof_in_data() -> None:
 def test_line_too_long() -> None:
     """An over-long command line gets one 500 5.5.2 when it ends; the next
     command is handled normally."""
-    session = make()
+    session = make(max_line_length=1000)
     run(session, b"NOOP " + b"x" * 995 + b"\r\nNOOP\r\n")  # 1002 octets with CRLF
     assert session.data_to_send() == b"500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n"
     run(session, b"NOOP " + b"x" * 993 + b"\r\n")  # exactly 1000
@@ -818,9 +843,7 @@ def test_reject_connection() -> None:
 
 
 def test_settings_validation() -> None:
-    """CHUNKING is refused until BDAT is implemented; tiny line limits too."""
-    with pytest.raises(ValueError):
-        ServerSettings(hostname=HOST, banner="x", chunking=True)
+    """Line limits below the RFC 5321 minimum are refused."""
     with pytest.raises(ValueError):
         ServerSettings(hostname=HOST, banner="x", max_line_length=100)
 
@@ -863,7 +886,7 @@ def test_lhlo_not_in_smtp() -> None:
 def test_starttls() -> None:
     """After 220 the session forgets HELO and drops input sent behind STARTTLS
     (RFC 3207 4.2, CVE-2011-0411); it is not offered again."""
-    session = make(extra_ehlo_keywords=("STARTTLS",))
+    session = make(starttls=True)
     dialog(session, b"EHLO c")
     events = run(session, b"STARTTLS\r\nMAIL FROM:<injected@x.example>\r\n")
     assert events == [StartTls()]
@@ -878,7 +901,7 @@ def test_starttls() -> None:
 
 def test_starttls_refused_by_adapter() -> None:
     """A 454 answer leaves the session in plaintext, state unchanged."""
-    session = make(extra_ehlo_keywords=("STARTTLS",))
+    session = make(starttls=True)
     dialog(session, b"EHLO c")
 
     def refuse(event: Event) -> Reply | None:
@@ -890,7 +913,8 @@ def test_starttls_refused_by_adapter() -> None:
 
 def test_auth_exchange() -> None:
     """AUTH with a challenge: 334, the response line, 235; then protocol ESMTPA."""
-    session = make(extra_ehlo_keywords=("AUTH PLAIN LOGIN",))
+    session = make(auth=True, auth_tls_only=False)
+    session.auth_mechanisms = ("PLAIN", "LOGIN")
     dialog(session, b"EHLO c")
     answers = iter([Reply(334, "", "VXNlcm5hbWU6"), Reply(334, "", "UGFzc3dvcmQ6"), None])
     seen: list[Event] = []
@@ -903,13 +927,14 @@ def test_auth_exchange() -> None:
     assert seen == [Auth("LOGIN", None), AuthResponse("dXNlcg=="), AuthResponse("cGFzcw==")]
     assert codes(session.data_to_send()) == [334, 334, 235]
     assert session.authenticated and session.protocol == "ESMTPA"
-    assert dialog(session, b"AUTH PLAIN x") == [503]
+    assert dialog(session, b"AUTH PLAIN eA==") == [503]
 
 
 def test_auth_cancel_and_limits() -> None:
     """ "*" cancels with 501 5.7.0; AUTH needs an explicit answer; long AUTH
     lines are allowed (RFC 4954 4); AUTH is refused when not offered."""
-    session = make(extra_ehlo_keywords=("AUTH PLAIN",))
+    session = make(auth=True, auth_tls_only=False)
+    session.auth_mechanisms = ("PLAIN",)
     dialog(session, b"EHLO c")
     session.receive_data(b"AUTH PLAIN " + b"A" * 4000 + b"\r\n")
     assert isinstance(session.next_event(), Auth)
@@ -921,13 +946,14 @@ def test_auth_cancel_and_limits() -> None:
     assert not session.authenticated
     plain = make()
     dialog(plain, b"EHLO c")
-    assert dialog(plain, b"AUTH PLAIN x") == [503]
+    assert dialog(plain, b"AUTH PLAIN eA==") == [503]
 
 
 def test_auth_answers_and_parameter() -> None:
     """AUTH takes 235, 334 or an error; a failure may be retried; the MAIL
     AUTH= parameter is checked when AUTH is offered; HELP lists the extras."""
-    session = make(extra_ehlo_keywords=("STARTTLS", "AUTH PLAIN"))
+    session = make(starttls=True, auth=True, auth_tls_only=False)
+    session.auth_mechanisms = ("PLAIN",)
     dialog(session, b"EHLO c")
     session.receive_data(b"AUTH PLAIN eA==\r\n")
     assert isinstance(session.next_event(), Auth)
@@ -973,13 +999,20 @@ _PIECES = st.sampled_from(
         b".",
         b"x" * 200,
         b"\x00\xff",
+        b"BDAT 3\r\n",
+        b"BDAT 2 LAST\r\n",
+        b"BDAT 0 LAST\r\n",
+        b"BDAT 400\r\n",
+        b"BDAT x\r\n",
     ]
 )
 _OPEN = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+_OPEN_BDAT = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 7\r\n"
 _STREAM = st.one_of(
     st.binary(max_size=400),
     st.lists(_PIECES, max_size=40).map(b"".join),
     st.lists(_PIECES, max_size=40).map(lambda xs: _OPEN + b"".join(xs)),  # mostly content
+    st.lists(_PIECES, max_size=40).map(lambda xs: _OPEN_BDAT + b"".join(xs)),  # chunks
 )
 
 
@@ -1032,3 +1065,223 @@ def test_split_independence(stream: bytes, data: st.DataObject, eof: bool) -> No
     whole = feed(stream, [], eof)
     assert same(feed(stream, cuts, eof), whole)
     assert same(feed(stream, list(range(len(stream))), eof), whole)
+
+
+# -- BDAT (RFC 3030) -----------------------------------------------------------------
+
+
+def in_rcpt(**overrides: object) -> ServerSession:
+    return to_state(State.RCPT, **overrides)
+
+
+def test_bdat_chunks_make_one_message() -> None:
+    """Chunks are passed on as sent (no dot-unstuffing); each chunk but the
+    last gets 250 with its size; BDAT LAST is answered by the queue."""
+    session = in_rcpt()
+    events = run(session, b"BDAT 9\r\n.a\r\n..b\r\nBDAT 4\r\nc\r\n.BDAT 0 LAST\r\n")
+    assert events[0] == DataStart(bdat=True)
+    assert content(events) == b".a\r\n..b\r\nc\r\n."
+    assert events[-1] == MessageEnd(13)
+    assert session.data_to_send() == (
+        b"250 2.0.0 Ok: 9 octets\r\n250 2.0.0 Ok: 4 octets\r\n250 2.0.0 Ok: queued as ABC123\r\n"
+    )
+    assert session.state is State.READY
+
+
+def test_bdat_last_in_one_chunk_and_split_reads() -> None:
+    """One BDAT LAST carries the whole message, whatever the read sizes."""
+    whole = b"BDAT 12 LAST\r\nhello\r\nworld"
+    session = in_rcpt()
+    events: list[Event] = []
+    for i in range(len(whole)):
+        events += run(session, whole[i : i + 1])
+    assert content(events) == b"hello\r\nworld"
+    assert isinstance(events[-1], MessageEnd)
+    assert codes(session.data_to_send()) == [250]
+
+
+@pytest.mark.parametrize(
+    ("state", "code"), [(State.GREETED, 503), (State.READY, 503), (State.MAIL, 554)]
+)
+def test_refused_bdat_octets_are_dropped(state: State, code: int) -> None:
+    """A BDAT out of sequence is refused and its octets skipped, so that
+    a command inside the chunk is never executed."""
+    session = to_state(state)
+    events = run(session, b"BDAT 6\r\nQUIT\r\nNOOP\r\n")
+    assert events == []
+    assert codes(session.data_to_send()) == [code, 250]
+    assert not session.closed
+
+
+def test_bdat_refused_by_adapter_skips_chunk() -> None:
+    """A negative answer to the first BDAT drops its chunk; the transaction
+    stays open, as after a refused DATA."""
+    session = in_rcpt()
+
+    def refuse(event: Event) -> Reply | None:
+        if isinstance(event, DataStart):
+            return Reply(554, "7.1", "no")
+        return accept_all(event)
+
+    events = run(session, b"BDAT 6\r\nQUIT\r\nNOOP\r\n", refuse)
+    assert events == [DataStart(bdat=True)]
+    assert codes(session.data_to_send()) == [554, 250]
+    assert session.state is State.RCPT
+
+
+def test_bdat_over_size_limit_refused_before_reading() -> None:
+    """A chunk that would pass message_size_limit gets 552 5.3.4 at once,
+    its octets are dropped and the transaction ends."""
+    session = in_rcpt(message_size_limit=10)
+    events = run(session, b"BDAT 6\r\n123456BDAT 6 LAST\r\n123456NOOP\r\n")
+    assert isinstance(events[-1], TransactionAborted)
+    assert content(events[:-1]) == b"123456"
+    out = session.data_to_send()
+    assert out.endswith(b"552 5.3.4 Error: message file too big\r\n250 2.0.0 Ok\r\n")
+    assert session.state is State.READY
+
+
+def test_bdat_bare_lf_closes() -> None:
+    """A bare LF in BDAT content is refused as in DATA (Postfix 3.9)."""
+    session = in_rcpt()
+    run(session, b"BDAT 5 LAST\r\na\nb\r\n")
+    assert session.data_to_send() == b"521 5.5.2 mx.example Error: bare <LF> received\r\n"
+    assert session.closed
+
+
+def test_bdat_crlf_split_across_chunks_is_not_bare() -> None:
+    """A CR at the end of one chunk and the LF at the start of the next
+    make one CRLF."""
+    session = in_rcpt()
+    events = run(session, b"BDAT 2\r\na\rBDAT 2 LAST\r\n\nb")
+    assert content(events) == b"a\r\nb"
+    assert codes(session.data_to_send()) == [250, 250]
+
+
+def test_bdat_not_offered_and_between_chunks() -> None:
+    """Without CHUNKING BDAT gets 502 and its octets are skipped; between
+    chunks DATA, RCPT and MAIL are refused and RSET ends the message."""
+    off = in_rcpt(chunking=False)
+    assert "CHUNKING" not in off.ehlo_keywords()
+    run(off, b"BDAT 6\r\nQUIT\r\nNOOP\r\n")
+    assert codes(off.data_to_send()) == [502, 250]
+    session = in_rcpt()
+    run(session, b"BDAT 1\r\nx")
+    assert session.state is State.BDAT and codes(session.data_to_send()) == [250]
+    for line, code in [(b"DATA", 503), (b"RCPT TO:<z@d.example>", 503), (b"MAIL FROM:<a@b>", 503)]:
+        assert dialog(session, line) == [code]
+    events = run(session, b"RSET\r\n")
+    assert events == [TransactionAborted("RSET")]
+    assert session.state is State.READY
+
+
+def test_bdat_syntax_errors() -> None:
+    """A BDAT whose size cannot be read is a 501 and nothing is skipped."""
+    session = in_rcpt()
+    for line in (b"BDAT", b"BDAT x", b"BDAT 1 FIRST", b"BDAT -1"):
+        assert dialog(session, line) == [501]
+    assert dialog(session, b"NOOP") == [250]
+
+
+def test_bdat_lmtp_one_reply_per_recipient() -> None:
+    """LMTP with BDAT LAST: one reply per accepted recipient (RFC 2033 4.2)."""
+    session = make(lmtp=True)
+    for line in [b"LHLO c", b"MAIL FROM:<a@b.example>", b"RCPT TO:<x@y>", b"RCPT TO:<z@y>"]:
+        dialog(session, line)
+    run(session, b"BDAT 2 LAST\r\nhi")
+    assert codes(session.data_to_send()) == [250, 250]
+
+
+# -- TLS required, AUTH rules, limits ----------------------------------------------
+
+
+def test_encrypt_level_requires_starttls() -> None:
+    """smtpd_tls_security_level = encrypt: 530 5.7.0 before STARTTLS for
+    mail commands (RFC 3207 4); after TLS they work."""
+    session = make(starttls=True, require_tls=True)
+    dialog(session, b"EHLO c")
+    run(session, b"MAIL FROM:<a@b.example>\r\nVRFY x\r\nBDAT 4\r\nNOOPNOOP\r\n")
+    assert session.data_to_send() == (
+        b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+        b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+        b"503 5.5.1 Error: need MAIL command\r\n"
+        b"250 2.0.0 Ok\r\n"
+    )
+    assert dialog(session, b"STARTTLS") == [220]
+    dialog(session, b"EHLO c")
+    assert dialog(session, b"MAIL FROM:<a@b.example>") == [250]
+
+
+def test_auth_rules() -> None:
+    """AUTH needs TLS with smtpd_tls_auth_only (504), a mechanism that is
+    offered (504) and base64 (501); it is not in EHLO before TLS."""
+    session = make(auth=True, starttls=True)
+    session.auth_mechanisms = ("PLAIN", "LOGIN")
+    run(session, b"EHLO c\r\n")
+    assert b"AUTH" not in session.data_to_send()
+    assert session.data_to_send() == b""
+    run(session, b"AUTH PLAIN AGEAYg==\r\n")
+    assert session.data_to_send() == (
+        b"504 5.5.4 Encryption required for requested authentication mechanism\r\n"
+    )
+    dialog(session, b"STARTTLS")
+    run(session, b"EHLO c\r\n")
+    assert b"250-AUTH PLAIN LOGIN\r\n" in session.data_to_send()
+    assert dialog(session, b"AUTH CRAM-MD5") == [504]
+    assert dialog(session, b"AUTH PLAIN !!!") == [501]
+    events = run(session, b"AUTH PLAIN =\r\n", lambda e: Reply(235, "7.0", "ok"))
+    assert events == [Auth("PLAIN", "=")]
+
+
+def test_auth_failure_limit_disconnects() -> None:
+    """smtpd_sasl_auth_failure_limit 535s end the session with 421."""
+    session = make(auth=True, auth_tls_only=False, auth_failure_limit=2)
+    session.auth_mechanisms = ("PLAIN",)
+    dialog(session, b"EHLO c")
+
+    def fail(event: Event) -> Reply | None:
+        return Reply(535, "7.8", "Error: authentication failed: authentication failure")
+
+    run(session, b"AUTH PLAIN AGEAYg==\r\nAUTH PLAIN AGEAYg==\r\nNOOP\r\n", fail)
+    assert codes(session.data_to_send()) == [535, 535, 421]
+    assert session.closed and session.auth_failures == 2
+
+
+def test_auth_bad_continuation_line() -> None:
+    """A continuation line that is not base64 ends the exchange with 501."""
+    session = make(auth=True, auth_tls_only=False)
+    session.auth_mechanisms = ("LOGIN",)
+    dialog(session, b"EHLO c")
+    run(session, b"AUTH LOGIN\r\n***\r\nNOOP\r\n", lambda e: Reply(334, "", "VXNlcm5hbWU6"))
+    assert codes(session.data_to_send()) == [334, 501, 250]
+
+
+def test_broken_auth_clients_keyword() -> None:
+    """broken_sasl_auth_clients adds the old "AUTH=" form."""
+    session = make(auth=True, auth_tls_only=False, broken_auth_clients=True)
+    session.auth_mechanisms = ("PLAIN",)
+    run(session, b"EHLO c\r\n")
+    assert b"250-AUTH PLAIN\r\n250-AUTH=PLAIN\r\n" in session.data_to_send()
+
+
+def test_recipient_overshoot_counts_errors() -> None:
+    """Past smtpd_recipient_limit + smtpd_recipient_overshoot_limit each
+    extra RCPT counts as an error, so a flood ends with 421."""
+    session = make(recipient_limit=2, recipient_overshoot_limit=3, hard_error_limit=4)
+    dialog(session, b"EHLO c")
+    dialog(session, b"MAIL FROM:<a@b.example>")
+    run(session, b"RCPT TO:<x@y.example>\r\n" * 100)
+    out = codes(session.data_to_send())
+    assert out == [250, 250] + [452] * 7 + [421]
+    assert session.closed
+
+
+def test_error_count_resets_after_a_message() -> None:
+    """Errors count "without delivering mail" (Postfix): a queued message
+    resets the count."""
+    session = to_state(State.RCPT)
+    dialog(session, b"FOO")
+    dialog(session, b"BAR")
+    assert session.error_count == 2
+    run(session, b"DATA\r\nx\r\n.\r\n")
+    assert session.error_count == 0
