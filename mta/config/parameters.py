@@ -1770,7 +1770,7 @@ GROUPS: tuple[tuple[str, tuple[Parameter, ...]], ...] = (
                 name="appliance_key_directory",
                 kind="str",
                 default="$config_directory/keys",
-                doc="The key volume: properties.yaml ssl_key_file/ssl_cert_file are relative to it.",
+                doc="The key volume: properties.yaml ssl_key_file and ssl_cert_file are under it.",
                 extension=True,
             ),
         ),
