@@ -22,17 +22,17 @@ from __future__ import annotations
 CRLF = b"\r\n"
 
 
-class DotStuffer:
-    """Incremental encoder for one message: call :meth:`feed` for each chunk,
-    then :meth:`finish` once; concatenated, their results are the DATA wire
-    form including the final ".".  The output does not depend on how the
-    message was split into chunks."""
+class LineEndings:
+    """Incremental CRLF normaliser for BDAT (RFC 3030): bare CR and bare LF
+    become CRLF and the message ends with a line break; no dot-stuffing and
+    no end mark, since BDAT counts octets instead.  :class:`DotStuffer` adds
+    both for DATA."""
 
     __slots__ = ("_at_line_start", "_finished", "_pending_cr")
 
     def __init__(self) -> None:
-        # The message starts at the beginning of a line: a leading "." is
-        # stuffed too.
+        # The message starts at the beginning of a line (for DotStuffer: a
+        # leading "." is stuffed too).
         self._at_line_start = True
         # A chunk that ends in CR may be the first half of a CRLF; decide
         # when the next chunk (or the end) shows whether LF follows.
@@ -42,7 +42,7 @@ class DotStuffer:
     def feed(self, chunk: bytes) -> bytes:
         """Encode one chunk; returns the wire bytes ready so far."""
         if self._finished:
-            raise RuntimeError("DotStuffer.feed() after finish()")
+            raise RuntimeError(f"{type(self).__name__}.feed() after finish()")
         if self._pending_cr:
             chunk = b"\r" + chunk
             self._pending_cr = False
@@ -52,67 +52,14 @@ class DotStuffer:
         return self._encode(chunk)
 
     def finish(self) -> bytes:
-        """Flush what is held back and add the end-of-data mark.  A message
-        that does not end with a line break gets one first, because the
-        mark must start a line (RFC 5321 4.1.1.4)."""
+        """What is held back, and a final CRLF when the message lacks one
+        (for DATA the end mark must start a line, RFC 5321 4.1.1.4)."""
         if self._finished:
-            raise RuntimeError("DotStuffer.finish() called twice")
+            raise RuntimeError(f"{type(self).__name__}.finish() called twice")
         self._finished = True
         out = b""
         if self._pending_cr:
             # A CR at the very end is a bare CR: it becomes a line break.
-            self._pending_cr = False
-            out = self._encode(b"\r")
-        if not self._at_line_start:
-            out += CRLF
-        return out + b".\r\n"
-
-    def _encode(self, chunk: bytes) -> bytes:
-        if not chunk:
-            return b""
-        # Normalise every line break to CRLF: CRLF, then bare CR, then bare LF.
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        chunk = chunk.replace(b"\n", CRLF)
-        # RFC 5321 4.5.2: a line that starts with "." gets one more.
-        chunk = chunk.replace(b"\r\n.", b"\r\n..")
-        if self._at_line_start and chunk.startswith(b"."):
-            chunk = b"." + chunk
-        self._at_line_start = chunk.endswith(CRLF)
-        return chunk
-
-
-class LineEndings:
-    """Incremental CRLF normaliser for BDAT (RFC 3030): the same line-break
-    rules as :class:`DotStuffer` (bare CR and bare LF become CRLF, the
-    message ends with a line break) but no dot-stuffing and no end mark,
-    since BDAT counts octets instead."""
-
-    __slots__ = ("_at_line_start", "_finished", "_pending_cr")
-
-    def __init__(self) -> None:
-        self._at_line_start = True
-        self._pending_cr = False
-        self._finished = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._finished:
-            raise RuntimeError("LineEndings.feed() after finish()")
-        if self._pending_cr:
-            chunk = b"\r" + chunk
-            self._pending_cr = False
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
-            self._pending_cr = True
-        return self._encode(chunk)
-
-    def finish(self) -> bytes:
-        """What is held back, and a final CRLF when the message lacks one."""
-        if self._finished:
-            raise RuntimeError("LineEndings.finish() called twice")
-        self._finished = True
-        out = b""
-        if self._pending_cr:
             self._pending_cr = False
             out = self._encode(b"\r")
         if not self._at_line_start:
@@ -122,10 +69,35 @@ class LineEndings:
     def _encode(self, chunk: bytes) -> bytes:
         if not chunk:
             return b""
+        # Normalise every line break to CRLF: CRLF, then bare CR, then bare LF.
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         chunk = chunk.replace(b"\n", CRLF)
+        chunk = self._stuff(chunk)
         self._at_line_start = chunk.endswith(CRLF)
+        return chunk
+
+    def _stuff(self, chunk: bytes) -> bytes:
+        return chunk
+
+
+class DotStuffer(LineEndings):
+    """Incremental encoder for one message: call :meth:`feed` for each chunk,
+    then :meth:`finish` once; concatenated, their results are the DATA wire
+    form including the final ".".  The output does not depend on how the
+    message was split into chunks."""
+
+    __slots__ = ()
+
+    def finish(self) -> bytes:
+        """Flush what is held back and add the end-of-data mark."""
+        return super().finish() + b".\r\n"
+
+    def _stuff(self, chunk: bytes) -> bytes:
+        # RFC 5321 4.5.2: a line that starts with "." gets one more.
+        chunk = chunk.replace(b"\r\n.", b"\r\n..")
+        if self._at_line_start and chunk.startswith(b"."):
+            chunk = b"." + chunk
         return chunk
 
 
