@@ -12,14 +12,24 @@ Rates count events in a fixed window of ``anvil_rate_time_unit`` seconds that
 starts with a client's first event, as anvil does.  Memory is bounded: a
 client's entry is dropped when it has no connection open and its window has
 passed (swept every so often), and at most ``max_clients`` entries are kept.
+
+With a :class:`SharedCounter` (``anvil_rate_map``, :mod:`mta.redisrates`)
+every rate event is also counted fleet-wide in windows aligned to the time
+unit, and the larger of the local and the fleet's count is the answer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 Rate = Literal["connection", "message", "recipient", "auth"]
+
+
+class SharedCounter(Protocol):
+    """A count shared by the nodes of a fleet (answers at once)."""
+
+    def bump(self, key: str, window: int, ttl: float) -> int: ...
 
 
 @dataclass
@@ -37,12 +47,13 @@ class Anvil:
         self.max_clients = max_clients
         self._clients: dict[str, _Client] = {}
         self._next_sweep = 0.0
+        self.shared: SharedCounter | None = None
 
     def connect(self, addr: str, now: float) -> tuple[int, int]:
         """A connection opened: (concurrent connections, connection rate)."""
         client = self._client(addr, now)
         client.connections += 1
-        return client.connections, self._bump(client, "connection", now)
+        return client.connections, self._shared(addr, "connection", now, client)
 
     def disconnect(self, addr: str) -> None:
         client = self._clients.get(addr)
@@ -51,7 +62,7 @@ class Anvil:
 
     def event(self, addr: str, kind: Rate, now: float) -> int:
         """A MAIL, RCPT or AUTH: its rate in the current window."""
-        return self._bump(self._client(addr, now), kind, now)
+        return self._shared(addr, kind, now, self._client(addr, now))
 
     def connections(self, addr: str) -> int:
         client = self._clients.get(addr)
@@ -67,6 +78,13 @@ class Anvil:
         if client is None:
             client = self._clients[addr] = _Client(window_start=now)
         return client
+
+    def _shared(self, addr: str, kind: str, now: float, client: _Client) -> int:
+        local = self._bump(client, kind, now)
+        if self.shared is None:
+            return local
+        fleet = self.shared.bump(f"{kind}:{addr}", int(now // self.time_unit), self.time_unit)
+        return max(local, fleet)
 
     def _bump(self, client: _Client, kind: str, now: float) -> int:
         if now - client.window_start >= self.time_unit:

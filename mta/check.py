@@ -16,6 +16,7 @@ from pathlib import Path
 from mta import settings
 from mta.config import Config, Problem, check
 from mta.config.properties import check_volumes, read_properties
+from mta.milter.config import milter_settings
 from mta.stats.options import check as stats_check
 
 
@@ -35,6 +36,18 @@ def full_check(confdir: Path) -> tuple[Config | None, list[Problem]]:
         settings.delivery_by_transport(cfg)
     except (ValueError, KeyError) as e:
         error(str(e))
+    try:
+        if milter_settings(cfg, "non_smtpd_milters").active:
+            errors.append(
+                Problem(
+                    main_cf,
+                    None,
+                    "warning",
+                    "non_smtpd_milters: mta sendmail does not run milters yet; ignored",
+                )
+            )
+    except ValueError as e:
+        error(f"non_smtpd_milters: {e}")
     for svc in cfg.listeners():
         scfg = cfg.for_service(svc)
         where = f"master.cf service {svc.name}" if svc.line else "smtpd"

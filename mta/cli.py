@@ -1,4 +1,4 @@
-"""The ``mta`` command: check, postconf, postmap, reload, flush, mailq, queue, sendmail.
+"""The ``mta`` command: check, postconf, postmap, reload, status, flush, mailq, queue, sendmail.
 
 ``mta [-c CONFDIR] COMMAND``; exit 0 on success, non-zero with a one-line
 reason on standard error (INTERFACE.md).  Commands that talk to the running
@@ -73,6 +73,32 @@ def _signal_daemon(confdir: Path, sig: signal.Signals) -> int:
     except (RuntimeError, OSError) as e:
         return _fail(str(e))
     return 0
+
+
+def cmd_status(confdir: Path) -> int:
+    """Postfix's ``postfix status``, plus draining: exit 0 running, 1 not
+    running, 2 draining (stopping: no new connections, finishing
+    transactions; a load balancer sends new sessions elsewhere)."""
+    from mta.config import ConfigError, load
+
+    try:
+        pid = _daemon_pid(confdir)
+        cfg = load(confdir)
+    except (RuntimeError, ConfigError) as e:
+        return _fail(str(e))
+    draining = _queue_directory(cfg) / "pid" / "draining"
+    try:
+        since = int(draining.read_text().strip() or "0")
+    except (OSError, ValueError):
+        print(f"mta: the mail system is running: PID: {pid}")
+        return 0
+    import time
+
+    print(
+        f"mta: the mail system is draining: PID: {pid}: no new connections for"
+        f" {max(0, int(time.time()) - since)}s, finishing open transactions"
+    )
+    return 2
 
 
 def cmd_reload(confdir: Path) -> int:
@@ -191,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     pm = sub.add_parser("postmap", help="query or check lookup tables", add_help=False)
     pm.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("reload", help="re-read the configuration (SIGHUP)")
+    sub.add_parser("status", help="is the daemon running, draining, or stopped")
     sub.add_parser("flush", help="retry every deferred message now")
     sub.add_parser("reopen-log", help="reopen the mail log file after logrotate (SIGUSR2)")
     mq = sub.add_parser("mailq", help="list the queue")
@@ -243,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(confdir)
     if args.command == "reload":
         return cmd_reload(confdir)
+    if args.command == "status":
+        return cmd_status(confdir)
     if args.command == "flush":
         return cmd_flush(confdir)
     if args.command == "reopen-log":

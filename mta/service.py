@@ -50,6 +50,7 @@ from mta.stats.web import StatsListener
 
 log = logging.getLogger(__name__)
 
+DRAINING_FILE = "draining"  # in $queue_directory/pid while a stop finishes
 STOP_GRACE = 10.0  # seconds open transactions get at stop (INTERFACE.md)
 
 
@@ -138,6 +139,7 @@ class MTAService(service.MultiService):
         )
         self.disk.start()
         self.trigger = trigger.TriggerReader(self.reactor, fifo, self.manager.request)
+        self.policy.log = lambda text: self._delivery_log("verify", text)
         try:
             for svc in cfg.listeners():
                 self._open_listener(cfg, svc)
@@ -179,6 +181,7 @@ class MTAService(service.MultiService):
         assert self.maillog is not None
         src = self.stats_sources
         src.store, src.manager, src.hostname = self.store, self.manager, cfg.str("myhostname")
+        src.node = cfg.str("stats_node_name")
         if self.disk is not None:
             src.disk = self.disk.snapshot
         options = stats_options(cfg)
@@ -249,6 +252,7 @@ class MTAService(service.MultiService):
         tmp = piddir / f".master.pid.{os.getpid()}"
         tmp.write_text(f"{os.getpid()}\n")
         os.replace(tmp, self.pid_file)
+        (piddir / DRAINING_FILE).unlink(missing_ok=True)  # a crash's leftover
 
     def _drop_privileges(self, cfg: Config, qdir: Path) -> None:
         if os.getuid() != 0:
@@ -378,6 +382,7 @@ class MTAService(service.MultiService):
     def _reload_stats(self, cfg: Config) -> None:
         assert self.maillog is not None
         self.stats_sources.hostname = cfg.str("myhostname")
+        self.stats_sources.node = cfg.str("stats_node_name")
         options = stats_options(cfg)
         for warning in exposure_warnings(options) if options is not None else []:
             self.maillog.line("master", f"warning: {warning}")
@@ -396,6 +401,7 @@ class MTAService(service.MultiService):
     # -- stop ---------------------------------------------------------------------
     async def _stop(self) -> None:
         systemd.stopping("stopping: finishing open SMTP transactions")
+        self._mark_draining()
         if self.trigger is not None:
             self.trigger.stop()
         await self.stats.stop()
@@ -437,8 +443,21 @@ class MTAService(service.MultiService):
         if self.pid_file is not None:
             try:
                 self.pid_file.unlink()
+                (self.pid_file.parent / DRAINING_FILE).unlink(missing_ok=True)
             except OSError:
                 pass
+
+    def _mark_draining(self) -> None:
+        """``$queue_directory/pid/draining``: `mta status` tells a node that
+        has stopped accepting and is finishing its transactions."""
+        if self.pid_file is None:
+            return
+        try:
+            (self.pid_file.parent / DRAINING_FILE).write_text(f"{int(self.reactor.seconds())}\n")
+        except OSError:
+            pass
+        if self.maillog is not None:
+            self.maillog.line("master", "draining: no new connections, finishing transactions")
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]

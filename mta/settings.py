@@ -24,13 +24,15 @@ from mta.delivery.smtp import Timeouts
 from mta.delivery.tls import PolicyError, TrustStore, parse_protocols
 from mta.delivery.transport import TransportMap, Transports
 from mta.delivery.virtual import VirtualMailboxes
+from mta.milter.config import milter_settings
 from mta.policy.checks import SmtpdPolicy
 from mta.policy.content import ContentChecks
 from mta.policy.policyclient import PolicyDefaults
 from mta.policy.restrictions import Codes, Compiler, Domains, PolicySettings, RestrictionError
-from mta.policy.verify import VerifySettings, parse_map_spec
+from mta.policy.verify import VerifySettings, parse_map_spec, shared_map_config
 from mta.queue.manager import ManagerSettings
 from mta.queue.scheduler import RetryPolicy
+from mta.redisclient import RedisConfig
 from mta.sasl import SecurityOptions
 from mta.smtp.server import ServerSettings
 from mta.smtpd import Limits, SaslSettings, SmtpdSettings, TlsSettings
@@ -103,6 +105,7 @@ def smtpd(cfg: Config, svc: MasterService | None = None) -> SmtpdSettings:
         bcc=bcc(cfg),
         virtual=virtual_mailboxes(cfg),
         content=content_checks(cfg),
+        milters=milter_settings(cfg),
     )
 
 
@@ -278,6 +281,10 @@ def verify_settings(cfg: Config) -> VerifySettings:
         path = parse_map_spec(cfg.str("address_verify_map"), cfg.path)
     except TableError as e:
         raise SettingsError(str(e)) from e
+    try:
+        shared = shared_map_config(cfg.str("address_verify_map"), cfg.path)
+    except TableError as e:
+        raise SettingsError(f"address_verify_map: {e}") from e
     sender = cfg.str("address_verify_sender").strip()
     if sender in ("", "<>"):
         sender = ""
@@ -306,6 +313,7 @@ def verify_settings(cfg: Config) -> VerifySettings:
         ),
         nameservers=tuple(cfg.list("dns_nameservers")),
         timeouts=timeouts(cfg),
+        shared=shared,
     )
 
 
@@ -462,7 +470,21 @@ def smtpd_limits(cfg: Config) -> Limits:
         error_sleep=float(cfg.time("smtpd_error_sleep_time")),
         per_record_deadline=cfg.bool("smtpd_per_request_deadline"),
         min_data_rate=cfg.int("smtpd_min_data_rate"),
+        rate_shared=rate_map_config(cfg),
     )
+
+
+def rate_map_config(cfg: Config) -> RedisConfig | None:
+    """anvil_rate_map: the redis: table where the fleet counts client rates."""
+    spec = cfg.str("anvil_rate_map").strip()
+    if not spec:
+        return None
+    if not spec.startswith("redis:"):
+        raise SettingsError(f'anvil_rate_map "{spec}": need redis:FILE (or empty)')
+    try:
+        return shared_map_config(spec, cfg.path)
+    except TableError as e:
+        raise SettingsError(f"anvil_rate_map: {e}") from e
 
 
 def timeouts(cfg: Config) -> Timeouts:

@@ -42,11 +42,15 @@ from mta.delivery.bcc import BccSettings, extra_recipients
 from mta.delivery.virtual import VirtualMailboxes
 from mta.envelope import Envelope, Recipient
 from mta.maillog import MailLog
+from mta.milter.config import MilterSettings
+from mta.milter.stages import SmtpdMilters
 from mta.policy.checks import Decision, SmtpdPolicy
 from mta.policy.content import ContentChecks, ContentFilter, ContentResult
 from mta.policy.restrictions import Domains, Facts, Note, Verdict
 from mta.policy.runtime import PolicyRuntime
 from mta.queue.diskspace import DiskSpace
+from mta.redisclient import RedisClient, RedisConfig
+from mta.redisrates import SharedRates
 from mta.reply import Reply
 from mta.smtp import server as smtp
 from mta.stats.counters import Counters
@@ -100,6 +104,7 @@ class Limits:
     error_sleep: float = 1.0
     per_record_deadline: bool = False
     min_data_rate: int = 500
+    rate_shared: RedisConfig | None = None  # anvil_rate_map = redis:FILE (fleet-wide rates)
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class SmtpdSettings:
     bcc: BccSettings = field(default_factory=BccSettings)  # added recipients (cleanup)
     virtual: VirtualMailboxes | None = None  # virtual_mailbox_maps users are known
     content: ContentChecks = field(default_factory=ContentChecks)  # header/body_checks
+    milters: MilterSettings = field(default_factory=MilterSettings)  # smtpd_milters
 
 
 def make_sasl_backend(
@@ -173,7 +179,24 @@ class SmtpdFactory(protocol.Factory):
 
     def buildProtocol(self, addr: Any) -> SMTPServerProtocol:
         self.anvil.time_unit = self.settings.limits.rate_time_unit
+        self._share_rates(self.settings.limits.rate_shared)
         return SMTPServerProtocol(self, self.settings)
+
+    def _share_rates(self, config: RedisConfig | None) -> None:
+        """anvil_rate_map: count rates fleet-wide (a reload may change it)."""
+        current = self.anvil.shared
+        if isinstance(current, SharedRates) and current.client.config == config:
+            return
+        if current is None and config is None:
+            return
+        if isinstance(current, SharedRates):
+            current.close()
+        self.anvil.shared = None
+        if config is not None:
+            log = self.maillog
+
+            client = RedisClient(self.reactor, config, log=lambda t: log.line("anvil", t))
+            self.anvil.shared = SharedRates(client)
 
     def _sasl_warning(self, text: str) -> None:
         self.maillog.line("smtpd", f"warning: {text}")
@@ -254,6 +277,7 @@ class SMTPServerProtocol(protocol.Protocol):
         self._tls_started = settings.tls.wrappermode
         self._last_command = "CONNECT"
         self._content: ContentFilter | None = None  # header/body_checks of the message
+        self._milters: SmtpdMilters | None = None  # smtpd_milters (mta.milter)
         self._transactions = 0
         self.in_transaction_done: defer.Deferred[None] | None = None
         self._gone: defer.Deferred[None] | None = None
@@ -273,6 +297,16 @@ class SMTPServerProtocol(protocol.Protocol):
         f.sessions.add(self)
         f.counters.active_sessions += 1
         f.maillog.line("smtpd", f"connect from {self.facts.client}")
+        if self.settings.milters.active:
+            self._milters = SmtpdMilters(
+                f.reactor,
+                self.settings.milters,
+                hostname=self.settings.session.hostname,
+                log=lambda text: f.maillog.line("smtpd", text),
+            )
+            self._milters.set_client(
+                self.facts.client_name, self.facts.client_addr, self._client_port, self._local
+            )
         refusal = self._on_connect()
         if refusal is not None:
             self.session.close(refusal)
@@ -351,6 +385,8 @@ class SMTPServerProtocol(protocol.Protocol):
         if self._exchange is not None:
             self._exchange.cancel()
             self._exchange = None
+        if self._milters is not None:
+            self._milters.close()
         f = self.factory
         if self._anvil_counted:
             f.anvil.disconnect(self.facts.client_addr)
@@ -639,6 +675,16 @@ class SMTPServerProtocol(protocol.Protocol):
                 refusal = self._policy_reply(decision, where)
                 if refusal is not None:
                     return refusal
+            if self._milters is not None:
+                info = self._tls_info
+                if info is not None:
+                    self._milters.set(
+                        tls_version=info.protocol, cipher=info.cipher, cipher_bits=str(info.bits)
+                    )
+                refusal = await self._milters.helo(event.name)
+                if refusal is not None:
+                    self._milter_log("reject", where, refusal.one_line())
+                    return refusal
             if backend is not None and self.settings.session.auth:
                 self.session.auth_mechanisms = await backend.mechanisms(self.session.tls)
             return None
@@ -687,6 +733,17 @@ class SMTPServerProtocol(protocol.Protocol):
                 decision = await r.check_mail(self.facts, self.factory.policy)
                 refusal = self._policy_reply(decision, "MAIL")
                 if refusal is not None:
+                    self.facts.new_transaction()
+                    return refusal
+            if self._milters is not None:
+                authed = bool(self.facts.sasl_username)
+                self._milters.set(
+                    auth_type=self._auth_mechanism if authed else "",
+                    auth_authen=self.facts.sasl_username,
+                )
+                refusal = await self._milters.mail(event.address, _esmtp_args(event.params))
+                if refusal is not None:
+                    self._milter_log("reject", "MAIL", refusal.one_line())
                     self.facts.new_transaction()
                     return refusal
             self._mail = event
@@ -791,6 +848,12 @@ class SMTPServerProtocol(protocol.Protocol):
             decision = await self.settings.restrictions.check_rcpt(self.facts, self.factory.policy)
             self._log_notes(decision.notes, "RCPT")
             reply = self._rcpt_verdict(event, decision.verdict)
+            if reply is None and self._milters is not None:
+                reply = await self._milters.rcpt(event.address, _esmtp_args(event.params))
+                if reply is not None:
+                    self._recipients.pop()  # added by _rcpt_verdict
+                    self.facts.rcpt_count = len(self._recipients)
+                    self._milter_log("reject", "RCPT", reply.one_line(), to=event.address)
             self.facts.recipient = event.address if reply is None else previous
             return reply
 
@@ -858,7 +921,14 @@ class SMTPServerProtocol(protocol.Protocol):
             refusal = self._policy_reply(decision, where)
             if refusal is not None:
                 return refusal
-            return self._open_message()
+            opened = self._open_message()
+            if opened is not None or self._milters is None or self._message is None:
+                return opened
+            refusal = await self._milters.data(self._message.queue_id)
+            if refusal is not None:
+                self._milter_log("reject", where, refusal.one_line())
+                self._abort_message()
+            return refusal
 
         self._decide(decide())
 
@@ -939,6 +1009,23 @@ class SMTPServerProtocol(protocol.Protocol):
             raise OSError(str(msg.failed))
         content = self._finish_content(msg)
         refusal = await self._end_of_data_policy(msg.queue_id, size, content)
+        if refusal is not None and self._milters is not None:
+            self._milters.abort()
+        milters = None
+        if refusal is None and self._milters is not None:
+            # Postfix cleanup: the milters see the message after
+            # header/body_checks; their edits are what is queued.
+            msg.flush()
+            milters = await self._milters.message(msg.path, msg.replace_content)
+            if milters.reply is not None:
+                refusal = milters.reply
+                self._milter_log("reject", "END-OF-MESSAGE", refusal.one_line(), msg.queue_id)
+            elif milters.discard:
+                refusal = Reply(250, "0.0", f"Ok: queued as {msg.queue_id}")
+                self._milter_log(
+                    "discard", "END-OF-MESSAGE", "milter triggers DISCARD action", msg.queue_id
+                )
+                self.factory.counters.count("discarded")
         if refusal is not None:
             self._abort_message()
             self._end_transaction(notify=False)
@@ -950,15 +1037,30 @@ class SMTPServerProtocol(protocol.Protocol):
         redirect = (content.redirect if content else None) or effects.redirect
         if redirect:
             recipients = [Recipient(redirect)]  # Postfix REDIRECT: all recipients
-        bcc = extra_recipients(self.settings.bcc, mail.address, [r.address for r in recipients])
+        sender = mail.address
+        if milters is not None:
+            edits = milters.edits
+            if edits.sender is not None:
+                sender = edits.sender
+            dropped = {a.lower() for a in edits.delete_recipients}
+            recipients = [r for r in recipients if r.address.lower() not in dropped]
+            have = {r.address.lower() for r in recipients}
+            for address in edits.add_recipients:
+                if address.lower() not in have:
+                    have.add(address.lower())
+                    recipients.append(Recipient(address))
+        bcc = extra_recipients(self.settings.bcc, sender, [r.address for r in recipients])
         for address in [*effects.bcc, *(content.bcc if content else [])]:
             if address not in bcc:
                 bcc.append(address)
         hold = (content.hold if content else None) or effects.hold
+        if milters is not None and milters.hold is not None and not hold:
+            hold = milters.hold
+            self._milter_log("hold", "END-OF-MESSAGE", milters.hold, msg.queue_id)
         content_filter = (content.filter if content else None) or effects.filter
         env = Envelope(
             queue_id=msg.queue_id,
-            sender=mail.address,
+            sender=sender,
             recipients=recipients + [Recipient(a, notify=BCC_NOTIFY) for a in bcc],
             arrival_time=_time.time(),
             size=msg.size,
@@ -1046,6 +1148,24 @@ class SMTPServerProtocol(protocol.Protocol):
                 f"{queue_id}: {note.whatsup}: {note.what} from {f.client}; "
                 f"{' '.join(parts)}{text} rule={note.table}",
             )
+
+    def _milter_log(
+        self, action: str, where: str, text: str, queue_id: str = "NOQUEUE", to: str = ""
+    ) -> None:
+        """Postfix's ``milter-reject``/``milter-hold``/``milter-discard`` line."""
+        f = self.facts
+        parts = [f"from=<{f.sender or ''}>"]
+        if to or len(self._recipients) == 1:
+            parts.append(f"to=<{to or self._recipients[0].address}>")
+        parts.append(f"proto={self.session.protocol}")
+        if f.helo:
+            parts.append(f"helo=<{f.helo}>")
+        self.factory.maillog.line(
+            "smtpd" if queue_id == "NOQUEUE" else "cleanup",
+            f"{queue_id}: milter-{action}: {where} from {f.client}: {text}; {' '.join(parts)}",
+        )
+        if action == "reject":
+            self.factory.counters.reject("milter")
 
     def _commit_failed(self, failure: Failure) -> None:
         log.error("smtpd: queue commit failed: %s", failure.getErrorMessage())
@@ -1165,6 +1285,8 @@ class SMTPServerProtocol(protocol.Protocol):
             self._message = None
 
     def _abort_transaction_state(self) -> None:
+        if self._milters is not None and self._mail is not None and not self._busy:
+            self._milters.abort()  # SMFIC_ABORT: the transaction ended unfinished
         self._abort_message()
         if not self._busy:
             self._end_transaction()
@@ -1176,3 +1298,8 @@ class SMTPServerProtocol(protocol.Protocol):
         if self.in_transaction_done is None or self.in_transaction_done.called:
             self.in_transaction_done = defer.Deferred()
         return self.in_transaction_done
+
+
+def _esmtp_args(params: dict[str, str | None]) -> list[str]:
+    """MAIL/RCPT parameters as the milter protocol carries them."""
+    return [k if v is None else f"{k}={v}" for k, v in params.items()]

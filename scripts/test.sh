@@ -20,6 +20,10 @@ done <<'PKGS'
 /usr/sbin/pflogsumm pflogsumm
 /usr/bin/chromium chromium
 /usr/sbin/postgrey postgrey
+/usr/sbin/opendkim opendkim
+/usr/sbin/opendkim-genkey opendkim-tools
+/usr/sbin/haproxy haproxy
+/usr/bin/redis-server redis-server
 PKGS
 if [ -n "$need" ]; then
     # Keep the package's service from starting: tests start what they need.

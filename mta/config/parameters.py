@@ -412,6 +412,14 @@ GROUPS: tuple[tuple[str, tuple[Parameter, ...]], ...] = (
                 doc="The time unit of the smtpd_client_*_rate_limit counters.",
             ),
             _P(
+                name="anvil_rate_map",
+                kind="str",
+                default="",
+                doc="redis:FILE where the nodes of a fleet add up the smtpd_client_*_rate_limit"
+                " counters (empty: each node counts alone).",
+                extension=True,
+            ),
+            _P(
                 name="smtpd_upstream_proxy_timeout",
                 kind="time",
                 default="5s",
@@ -689,6 +697,118 @@ GROUPS: tuple[tuple[str, tuple[Parameter, ...]], ...] = (
                 kind="str",
                 default="",
                 doc="An address that receives a copy of every message.",
+            ),
+        ),
+    ),
+    (
+        "Milters",
+        (
+            _P(
+                name="smtpd_milters",
+                kind="str",
+                default="",
+                doc="Milters (inet:host:port, unix:/path) for mail received over SMTP, in order.",
+            ),
+            _P(
+                name="non_smtpd_milters",
+                kind="str",
+                default="",
+                doc="Milter applications for mail submitted with the sendmail command, in order.",
+            ),
+            _P(
+                name="milter_connect_timeout",
+                kind="time",
+                default="30s",
+                unit="s",
+                minimum=1,
+                doc="How long to wait for a connection to a milter.",
+            ),
+            _P(
+                name="milter_command_timeout",
+                kind="time",
+                default="30s",
+                unit="s",
+                minimum=1,
+                doc="How long to wait for a milter's reply to a command other than content.",
+            ),
+            _P(
+                name="milter_content_timeout",
+                kind="time",
+                default="300s",
+                unit="s",
+                minimum=1,
+                doc="How long to wait for a milter's reply to message content.",
+            ),
+            _P(
+                name="milter_default_action",
+                kind="choice",
+                default="tempfail",
+                choices=("accept", "reject", "tempfail", "quarantine", "abort"),
+                doc="What happens when a milter fails: accept, reject, tempfail, quarantine"
+                " (hold), or abort (mta: 421 and end the session).",
+            ),
+            _P(
+                name="milter_protocol",
+                kind="int",
+                default="6",
+                minimum=2,
+                maximum=6,
+                doc="The milter protocol version offered to milters.",
+            ),
+            _P(
+                name="milter_macro_daemon_name",
+                kind="str",
+                default="$myhostname",
+                doc="The {daemon_name} macro value.",
+            ),
+            _P(
+                name="milter_macro_v",
+                kind="str",
+                default="$mail_name",
+                doc="The v macro value.",
+            ),
+            _P(
+                name="milter_connect_macros",
+                kind="str",
+                default="j {daemon_name} {daemon_addr} v _",
+                doc="Macros sent to milters after a connection is made.",
+            ),
+            _P(
+                name="milter_helo_macros",
+                kind="str",
+                default="{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}",
+                doc="Macros sent to milters after HELO/EHLO.",
+            ),
+            _P(
+                name="milter_mail_macros",
+                kind="str",
+                default="i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host}"
+                " {mail_mailer}",
+                doc="Macros sent to milters after MAIL FROM.",
+            ),
+            _P(
+                name="milter_rcpt_macros",
+                kind="str",
+                default="i {rcpt_addr} {rcpt_host} {rcpt_mailer}",
+                doc="Macros sent to milters after RCPT TO.",
+            ),
+            _P(
+                name="milter_data_macros",
+                kind="str",
+                default="i",
+                doc="Macros sent to milters after DATA.",
+            ),
+            _P(
+                name="milter_end_of_header_macros",
+                kind="str",
+                default="i",
+                doc="Macros sent to milters after the end of the message headers.",
+            ),
+            _P(
+                name="milter_end_of_data_macros",
+                kind="str",
+                default="i",
+                doc="Macros sent to milters after the end of the message.",
             ),
         ),
     ),
@@ -986,7 +1106,8 @@ GROUPS: tuple[tuple[str, tuple[Parameter, ...]], ...] = (
                 name="address_verify_map",
                 kind="str",
                 default="btree:$queue_directory/verify_cache",
-                doc="The verification cache file (empty: in memory; differs: in queue_directory).",
+                doc="The verification cache file (empty: in memory; differs: in queue_directory;"
+                " redis:FILE: shared by a fleet in Redis).",
             ),
             _P(
                 name="address_verify_positive_expire_time",
@@ -1722,6 +1843,14 @@ GROUPS: tuple[tuple[str, tuple[Parameter, ...]], ...] = (
                 kind="str",
                 default="",
                 doc="host:port of the HTTP statistics service (empty: off).",
+                extension=True,
+            ),
+            _P(
+                name="stats_node_name",
+                kind="str",
+                default="",
+                doc="The node label on every /metrics series, to tell the nodes of a fleet"
+                " apart, e.g. $myhostname (empty: no label).",
                 extension=True,
             ),
             _P(

@@ -16,7 +16,7 @@ changes an endpoint gets a fresh pool (the old one is closed at stop).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -34,6 +34,8 @@ class PolicyRuntime:
         self._dns: dict[tuple[str, ...], Dns] = {}
         self._policy: dict[PolicyEndpoint, PolicyClient] = {}
         self._verifiers: dict[str, AddressVerifier] = {}
+        #: Where warnings of shared state (Redis down/back) go; the daemon sets it.
+        self.log: Callable[[str], None] | None = None
 
     def dns(self, nameservers: tuple[str, ...]) -> Dns:
         found = self._dns.get(nameservers)
@@ -50,10 +52,11 @@ class PolicyRuntime:
         return await client.request(attributes)
 
     def verifier(self, settings: VerifySettings) -> AddressVerifier:
-        key = str(settings.map_path) if settings.map_path is not None else ""
+        key = str(settings.map_path) if settings.map_path is not None else settings.map_spec
         verifier = self._verifiers.get(key)
         if verifier is None:
-            verifier = self._verifiers[key] = AddressVerifier(self.reactor, settings)
+            verifier = AddressVerifier(self.reactor, settings, log=self.log)
+            self._verifiers[key] = verifier
         elif verifier.settings != settings:
             verifier.reconfigure(settings)
         return verifier

@@ -15,7 +15,12 @@ lives in ``address_verify_map`` — a file that survives restarts (the
 postmap text format, one ``address  status:probed:updated:text`` line per
 entry; changes are appended off the reactor thread and the file is
 compacted at ``address_verify_cache_cleanup_interval``) — or in memory when
-the parameter is empty.
+the parameter is empty.  With ``address_verify_map = redis:/etc/mta/redis.cf``
+(:mod:`mta.tables.redis`) the nodes of a fleet share the cache: results
+are kept in memory and written to Redis (``<key_prefix>verify:<address>``,
+expiring with the result); a node that has no fresh result asks Redis
+before it probes.  When Redis does not answer in time the node goes on
+with its memory cache (:mod:`mta.redisclient` logs it and backs off).
 
 A probe (Postfix sends it through the queue; mta makes it directly) routes
 the address like delivery does (``address_verify_relayhost``, else MX),
@@ -48,9 +53,11 @@ from mta.delivery.smtp import (
     open_connection,
     run_transaction,
 )
+from mta.redisclient import RedisClient, RedisConfig, RedisUnavailable
 from mta.reply import Reply
 from mta.smtp.client import GreetingRejected, Ready, Transaction
 from mta.tables.base import TableError, logical_lines, split_ws
+from mta.tables.redis import open_redis
 
 Status = Literal["ok", "defer", "bounce", "todo", "error"]
 
@@ -86,6 +93,7 @@ class VerifySettings:
     lookup: mx.LookupOptions = field(default_factory=mx.LookupOptions)
     nameservers: tuple[str, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
+    shared: RedisConfig | None = None  # address_verify_map = redis:FILE
 
 
 def parse_map_spec(spec: str, resolve: Callable[[str], Path]) -> Path | None:
@@ -96,6 +104,8 @@ def parse_map_spec(spec: str, resolve: Callable[[str], Path]) -> Path | None:
     kind, sep, name = spec.partition(":")
     if kind == "proxy":
         return parse_map_spec(name, resolve)
+    if kind == "redis":
+        return None  # shared in Redis (shared_map_config), memory locally
     if not sep or kind not in FILE_TYPES or not name:
         raise TableError(
             f'address_verify_map "{spec}": need one of {", ".join(sorted(FILE_TYPES))}:FILE '
@@ -123,6 +133,47 @@ class Entry:
             return cls(parts[0], float(parts[2]), parts[3], float(parts[1]))  # type: ignore[arg-type]
         except ValueError:
             return None
+
+
+def shared_map_config(spec: str, resolve: Callable[[str], Path]) -> RedisConfig | None:
+    """The Redis settings of ``address_verify_map = redis:FILE``; None for
+    other types.  Raises TableError for a bad file."""
+    kind, _, name = spec.partition(":")
+    if kind == "proxy":
+        return shared_map_config(name, resolve)
+    if kind != "redis":
+        return None
+    path = resolve(name)
+    return open_redis(spec, str(path), path.parent).config
+
+
+class SharedVerifyCache:
+    """Verification results in Redis, so every node of a fleet uses them."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+
+    def _rkey(self, address: str) -> str:
+        return f"{self.client.config.key_prefix}verify:{_key(address)}"
+
+    async def get(self, address: str) -> Entry | None:
+        """The shared entry, or None (absent, unreadable, Redis unavailable)."""
+        try:
+            value = await self.client.execute("GET", self._rkey(address))
+        except RedisUnavailable:
+            return None
+        if not isinstance(value, bytes):
+            return None
+        return Entry.decode(value.decode("utf-8", "replace"))
+
+    async def put(self, address: str, entry: Entry, ttl: float) -> None:
+        """Store ``entry`` for ``ttl`` seconds; Redis being down is not an error."""
+        try:
+            await self.client.execute(
+                "SET", self._rkey(address), entry.encode(), "EX", max(1, int(ttl))
+            )
+        except RedisUnavailable:
+            pass
 
 
 def _key(address: str) -> str:
@@ -258,10 +309,19 @@ def _rewrite(path: Path, text: str) -> None:
 class AddressVerifier:
     """Answers verification queries from the cache and runs probes."""
 
-    def __init__(self, reactor: Any, settings: VerifySettings) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        settings: VerifySettings,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.reactor = reactor
         self.settings = settings
         self.cache = VerifyCache(reactor, settings.map_path)
+        self._log = log
+        self.shared: SharedVerifyCache | None = None
+        if settings.shared is not None:
+            self.shared = SharedVerifyCache(RedisClient(reactor, settings.shared, log=log))
         self._probes: dict[str, defer.Deferred[Entry]] = {}
         self._resolver = mx.make_resolver(settings.nameservers)
         self._cleanup = reactor.callLater(settings.cleanup_interval, self._periodic_cleanup)
@@ -270,6 +330,13 @@ class AddressVerifier:
         """A reload: new times and next hop; the cache stays."""
         if settings.nameservers != self.settings.nameservers:
             self._resolver = mx.make_resolver(settings.nameservers)
+        if settings.shared != self.settings.shared:
+            if self.shared is not None:
+                self.shared.client.close()
+            self.shared = None
+            if settings.shared is not None:
+                client = RedisClient(self.reactor, settings.shared, log=self._log)
+                self.shared = SharedVerifyCache(client)
         self.settings = replace(settings, map_path=self.settings.map_path)
 
     # -- queries -------------------------------------------------------------------
@@ -277,6 +344,11 @@ class AddressVerifier:
         s = self.settings
         now = self.reactor.seconds()
         entry = self.cache.get(address)
+        if (entry is None or self._expired(entry, now)) and self.shared is not None:
+            shared = await self.shared.get(address)  # bounded by the Redis timeout
+            if shared is not None and not self._expired(shared, now):
+                self.cache.put(address, shared)
+                entry = shared
         if entry is not None and not self._expired(entry, now):
             if self._refresh_due(entry, now):
                 self._probe(address)  # in the background; answer from the cache
@@ -338,6 +410,9 @@ class AddressVerifier:
         if entry.status == "bounce" and not s.negative_cache:
             return
         self.cache.put(address, entry)
+        if self.shared is not None:
+            ttl = s.positive_expire if entry.status == "ok" else s.negative_expire
+            defer.Deferred.fromCoroutine(self.shared.put(address, entry, ttl))
 
     async def _run_probe(self, address: str) -> Entry:
         try:
@@ -417,6 +492,8 @@ class AddressVerifier:
         if self._cleanup is not None and self._cleanup.active():
             self._cleanup.cancel()
         await self.cache.flush()
+        if self.shared is not None:
+            self.shared.client.close()
 
 
 def _classify(reply: Reply) -> Literal["ok", "defer", "bounce"]:

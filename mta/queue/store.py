@@ -117,6 +117,24 @@ class IncomingMessage:
             raise
         self.size += len(data)
 
+    def flush(self) -> None:
+        """Flush buffered writes, so that the file can be read back (milters)."""
+        if self._file is not None:
+            self._file.flush()
+
+    def replace_content(self, source: Path) -> None:
+        """Make the content of ``source`` the message's (a milter edited its
+        headers or body); writing goes on at its end."""
+        if self._file is None or self._state != "open":
+            raise ValueError(f"{self.queue_id}: message is not open for writing")
+        self._file.seek(0)
+        self._file.truncate()
+        self.size = 0
+        with open(source, "rb") as src:
+            for chunk in iter(lambda: src.read(65536), b""):
+                self.write(chunk)
+        self._file.flush()
+
     def abort(self) -> None:
         """Drop the message; idempotent.  No effect once a commit has begun:
         the commit then either queues the message or removes it itself."""

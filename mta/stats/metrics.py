@@ -9,6 +9,11 @@ scraper asks for it in ``Accept``.
 Input: a function that returns the current snapshot; the Accept header.
 Output: the body and its Content-Type.
 
+With ``stats_node_name`` set (a fleet sets it, e.g. to ``$myhostname``)
+every sample carries a ``node`` label, so the nodes' series stay apart when
+Prometheus aggregates over a job; empty (the default) leaves the series as
+INTERFACE.md names them.
+
 The counts since start (``mta_totals{kind=...}``, ``mta_rejects{reason=...}``) keep
 the sample names of the contract (INTERFACE.md): they are exposed untyped rather than
 as Prometheus counters, whose samples would have to be renamed ``..._total``;
@@ -39,6 +44,15 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self._snapshot()
+        for metric in self._families(s):
+            if s.node:
+                metric.samples = [
+                    sample._replace(labels={"node": s.node, **sample.labels})
+                    for sample in metric.samples
+                ]
+            yield metric
+
+    def _families(self, s: Snapshot) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "mta_mqueue_messages",
             "Number of messages in the mail queue (incoming, active, deferred, hold).",

@@ -54,6 +54,7 @@ class Sources:
     hostname: str = "localhost"
     version: str = ""
     started: float = field(default_factory=time.time)
+    node: str = ""  # stats_node_name: the node label of every /metrics series
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Snapshot:
     destinations: tuple[Destination, ...]
     oldest_deferred: tuple[DeferredMessage, ...]
     recent: tuple[Delivery, ...]
+    node: str = ""
 
     @property
     def mqueue_messages(self) -> int:
@@ -181,6 +183,7 @@ def take_snapshot(sources: Sources, now: float | None = None) -> Snapshot:
     return Snapshot(
         time=now,
         hostname=sources.hostname,
+        node=sources.node,
         version=sources.version,
         started=sources.started,
         queue=counts,

@@ -21,6 +21,7 @@ from mta.tables.base import LookupTable, TableError, accepts_partial_keys
 from mta.tables.cidr import open_cidr
 from mta.tables.composite import open_pipemap, open_unionmap
 from mta.tables.inline import open_inline
+from mta.tables.redis import open_redis
 from mta.tables.regexp import open_pcre, open_regexp
 from mta.tables.static import open_static
 from mta.tables.texthash import open_indexed, open_texthash
@@ -64,6 +65,7 @@ TABLE_TYPES: dict[str, Opener] = {
     "unionmap": open_unionmap,
     "pipemap": open_pipemap,
     "proxy": _open_proxy,
+    "redis": open_redis,
 }
 
 

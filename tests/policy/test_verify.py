@@ -33,8 +33,9 @@ def test_map_spec() -> None:
     assert parse_map_spec("btree:verify_cache", resolve) == Path("/q/verify_cache")
     assert parse_map_spec("proxy:hash:/x/y", resolve) == Path("/x/y")
     assert parse_map_spec("", resolve) is None
+    assert parse_map_spec("redis:redis.cf", resolve) is None  # shared; memory locally
     with pytest.raises(TableError, match="address_verify_map"):
-        parse_map_spec("redis:cache", resolve)
+        parse_map_spec("ldap:cache", resolve)
 
 
 def test_entry_round_trip() -> None:
