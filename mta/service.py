@@ -119,6 +119,13 @@ class MTAService(service.MultiService):
         self.store = QueueStore(qdir, self.syncer)
         self.store.create_layout()
         fifo = trigger.ensure_fifo(qdir)  # before privileges are dropped: chowned with the queue
+        # The pid file tells tools where to signal; until the handlers below
+        # are installed, a reload or flush signal must not kill the daemon.
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            try:
+                signal.signal(sig, signal.SIG_IGN)
+            except ValueError:
+                pass  # not the main thread
         self._write_pid(qdir)
         recovered = self.store.recover()
         self.agent = DeliveryAgent(self.reactor, cfg, log=self._delivery_log)

@@ -41,6 +41,6 @@ fi
 PY=${PYTHON:-python3}
 $PY -m pip install --quiet --disable-pip-version-check ".[test]"
 
-$PY -m ruff check mta twisted_plugins tests
-$PY -m mypy mta
+$PY -m ruff check mta twisted_plugins tests bench
+$PY -m mypy mta bench
 exec $PY -m pytest -q -p no:cacheprovider "$@"
