@@ -694,19 +694,11 @@ class SMTPServerProtocol(protocol.Protocol):
     def _on_mail(self, event: smtp.MailFrom) -> None:
         """Stage: MAIL FROM.  smtpd_client_message_rate_limit, then (without
         smtpd_delay_reject) the client, HELO and sender restrictions."""
-        lim = self.settings.limits
-        if lim.message_rate and not self._exempt():
-            rate = self.factory.anvil.event(
-                self.facts.client_addr, "message", self.factory.reactor.seconds()
-            )
-            if rate > lim.message_rate:
-                self._warn(
-                    f"Message delivery request rate limit exceeded: {rate} from "
-                    f"{self.facts.client} for service {self.settings.service}"
-                )
-                reply = Reply(450, "7.1", f"Error: too much mail from {self.facts.client_addr}")
-                self.session.respond(reply)
-                return
+        if self._rate_refused(
+            "message", self.settings.limits.message_rate,
+            "Message delivery request", "too much mail from",
+        ):
+            return
         space = self.factory.diskspace  # Postfix smtpd_check_queue (queue_minfree)
         shortage = space.shortage(self.settings.session.message_size_limit) if space else None
         if shortage is not None:
@@ -824,22 +816,30 @@ class SMTPServerProtocol(protocol.Protocol):
                 f"{' '.join(parts)}{rule}",
             )
 
+    def _rate_refused(self, kind: str, limit: int, what: str, refusal: str) -> bool:
+        """smtpd_client_*_rate_limit (anvil): count one ``kind`` event for the
+        client and answer 450 4.7.1 when it is over ``limit`` (0: no limit)."""
+        if not limit or self._exempt():
+            return False
+        now = self.factory.reactor.seconds()
+        rate = self.factory.anvil.event(self.facts.client_addr, kind, now)
+        if rate <= limit:
+            return False
+        self._warn(
+            f"{what} rate limit exceeded: {rate} from "
+            f"{self.facts.client} for service {self.settings.service}"
+        )
+        self.session.respond(Reply(450, "7.1", f"Error: {refusal} {self.facts.client_addr}"))
+        return True
+
     def _on_rcpt(self, event: smtp.RcptTo) -> None:
         """Stage: RCPT TO.  smtpd_client_recipient_rate_limit, then relay and
         recipient restrictions (all of them with smtpd_delay_reject)."""
-        lim = self.settings.limits
-        if lim.recipient_rate and not self._exempt():
-            rate = self.factory.anvil.event(
-                self.facts.client_addr, "recipient", self.factory.reactor.seconds()
-            )
-            if rate > lim.recipient_rate:
-                self._warn(
-                    f"Recipient address rate limit exceeded: {rate} from "
-                    f"{self.facts.client} for service {self.settings.service}"
-                )
-                addr = self.facts.client_addr
-                self.session.respond(Reply(450, "7.1", f"Error: too many recipients from {addr}"))
-                return
+        if self._rate_refused(
+            "recipient", self.settings.limits.recipient_rate,
+            "Recipient address", "too many recipients from",
+        ):
+            return
         previous = self.facts.recipient
         self.facts.recipient = event.address
 
@@ -1203,20 +1203,10 @@ class SMTPServerProtocol(protocol.Protocol):
     def _on_auth(self, event: smtp.Auth) -> None:
         """Stage: AUTH (RFC 4954).  smtpd_client_auth_rate_limit, then the
         SASL backend's exchange."""
-        lim = self.settings.limits
-        if lim.auth_rate and not self._exempt():
-            rate = self.factory.anvil.event(
-                self.facts.client_addr, "auth", self.factory.reactor.seconds()
-            )
-            if rate > lim.auth_rate:
-                self._warn(
-                    f"AUTH command rate limit exceeded: {rate} from "
-                    f"{self.facts.client} for service {self.settings.service}"
-                )
-                addr = self.facts.client_addr
-                reply = Reply(450, "7.1", f"Error: too many AUTH commands from {addr}")
-                self.session.respond(reply)
-                return
+        if self._rate_refused(
+            "auth", self.settings.limits.auth_rate, "AUTH command", "too many AUTH commands from"
+        ):
+            return
         if self.sasl is None:
             self.session.respond(Reply(503, "5.1", "Error: authentication not enabled"))
             return
